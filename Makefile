@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine:
+#   make run    install into .venv and serve examples/server.tac on every CPU
+#   make test   install into .venv (with test tools) and run lint, types and tests
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8080
+
+.PHONY: run test lint install clean bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# The compat editable mode keeps twisted/plugins visible to twistd (see README).
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+
+run: install
+	PORT=$(PORT) $(BIN)/twistd --nodaemon --pidfile= cluster --app examples/server.tac
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) build *.egg-info

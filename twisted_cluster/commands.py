@@ -1,0 +1,137 @@
+"""
+The AMP commands spoken between the master and its workers.
+
+Each worker has one channel: a UNIX socketpair whose child end the worker
+inherits as file descriptor 3.  Only data crosses it; a listening socket is
+passed as an L{amp.Descriptor}, never as anything that could run code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.protocol import Factory
+from twisted.protocols import amp
+
+CHANNEL_FD = 3
+"""The descriptor number of the worker's end of its channel."""
+
+LIFELINE_FD = 4
+"""The descriptor number of the pipe that reads end-of-file when the master dies."""
+
+WORKER_ID_ENV = "TWISTED_CLUSTER_WORKER_ID"
+"""A process is a worker exactly when this environment variable is set."""
+
+
+class BigBytes(amp.Argument):
+    """
+    A byte string of any size.
+
+    AMP limits one value to 65,535 bytes, so a longer string is split over
+    the keys C{name}, C{name.1}, C{name.2}, ... of the same box.
+    """
+
+    chunkSize = 0xFFFF
+
+    def toBox(
+        self,
+        name: bytes,
+        strings: dict[bytes, bytes],
+        objects: dict[str, Any],
+        proto: object,
+    ) -> None:
+        value: bytes = objects[name.decode("ascii")]
+        size = self.chunkSize
+        strings[name] = value[:size]
+        for index, start in enumerate(range(size, len(value), size), 1):
+            strings[b"%s.%d" % (name, index)] = value[start : start + size]
+
+    def fromBox(
+        self,
+        name: bytes,
+        strings: dict[bytes, bytes],
+        objects: dict[str, Any],
+        proto: object,
+    ) -> None:
+        parts = [strings[name]]
+        index = 1
+        while (key := b"%s.%d" % (name, index)) in strings:
+            parts.append(strings[key])
+            index += 1
+        objects[name.decode("ascii")] = b"".join(parts)
+
+
+class ListenFailed(Exception):
+    """
+    The master could not create the listening socket a worker asked for.
+    """
+
+
+class Listen(amp.Command):
+    """
+    Worker to master: give me the shared listening socket for this listen
+    call.  The master binds it on first request and keeps it for the life of
+    the cluster; every worker making the same call gets the same socket.
+    """
+
+    arguments = [
+        (b"kind", amp.Unicode()),  # "tcp", "udp" or "unix"
+        (b"interface", amp.Unicode()),
+        (b"port", amp.Integer()),
+        (b"path", amp.Unicode()),
+        (b"backlog", amp.Integer()),
+        (b"mode", amp.Integer()),
+        (b"occurrence", amp.Integer()),
+    ]
+    response = [(b"descriptor", amp.Descriptor()), (b"family", amp.Integer())]
+    errors = {ListenFailed: b"LISTEN_FAILED"}
+
+
+class Online(amp.Command):
+    """
+    Worker to master: I am running (for a C{.tac}, the application has
+    started).
+    """
+
+    arguments: list[tuple[bytes, amp.Argument]] = []
+    response: list[tuple[bytes, amp.Argument]] = []
+
+
+class BootFailed(amp.Command):
+    """
+    Worker to master: I could not start, for this reason (one line).
+    """
+
+    arguments = [(b"reason", amp.Unicode())]
+    response: list[tuple[bytes, amp.Argument]] = []
+
+
+class Message(amp.Command):
+    """
+    Either way: one JSON-encoded message.  The answer says it arrived.
+    """
+
+    arguments = [(b"data", BigBytes())]
+    response: list[tuple[bytes, amp.Argument]] = []
+
+
+class Disconnect(amp.Command):
+    """
+    Master to worker: stop accepting, finish what you have, then exit.
+    """
+
+    arguments: list[tuple[bytes, amp.Argument]] = []
+    response: list[tuple[bytes, amp.Argument]] = []
+
+
+
+class ChannelFactory(Factory):
+    """
+    Gives C{adoptStreamConnection} the channel protocol that already exists.
+    """
+
+    def __init__(self, channel: amp.AMP) -> None:
+        self._channel = channel
+
+    def buildProtocol(self, addr: object) -> amp.AMP:
+        return self._channel

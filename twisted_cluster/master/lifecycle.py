@@ -1,0 +1,118 @@
+"""
+A worker's lifecycle as the master sees it, as an explicit state machine.
+
+    none --online--> online --listening--> listening
+      any live state --channelLost--> disconnected --exited--> dead
+      any live state --exited--> dead   (the disconnect is reported first)
+
+Node's C{worker.state} names are the state names; each event of Node's
+cluster (C{online}, C{listening}, C{disconnect}, C{death}) fires on the
+transition that means it, so each fires once and in order.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from automat import TypeMachineBuilder, pep614
+from twisted.internet.interfaces import IAddress
+
+
+class Lifecycle(Protocol):
+    """
+    The inputs of a worker's lifecycle.
+    """
+
+    def online(self) -> None:
+        "The worker's channel said it is running."
+
+    def listening(self, address: IAddress) -> None:
+        "The worker took a listening socket."
+
+    def channelLost(self) -> None:
+        "The channel to the worker closed."
+
+    def exited(self, exitCode: int | None, signal: str | None) -> None:
+        "The worker's process exited."
+
+    def state(self) -> str:
+        "Node's name for the current state."
+
+
+class LifecycleCore(Protocol):
+    """
+    What the machine's transitions tell: the worker handle emits the events.
+    """
+
+    def _emitOnline(self) -> None: ...
+
+    def _emitListening(self, address: IAddress) -> None: ...
+
+    def _emitDisconnect(self) -> None: ...
+
+    def _emitDeath(self, exitCode: int | None, signal: str | None) -> None: ...
+
+
+def _build() -> TypeMachineBuilder[Lifecycle, LifecycleCore]:
+    builder = TypeMachineBuilder(Lifecycle, LifecycleCore)
+    none = builder.state("none")
+    online = builder.state("online")
+    listening = builder.state("listening")
+    disconnected = builder.state("disconnected")
+    dead = builder.state("dead")
+
+    for state, name in [
+        (none, "none"),
+        (online, "online"),
+        (listening, "listening"),
+        (disconnected, "disconnected"),
+        (dead, "dead"),
+    ]:
+        state.upon(Lifecycle.state).loop().returns(name)
+
+    @pep614(none.upon(Lifecycle.online).to(online))
+    def becomeOnline(machine: Lifecycle, core: LifecycleCore) -> None:
+        core._emitOnline()
+
+    for state in (none, online, listening):
+
+        @pep614(state.upon(Lifecycle.listening).to(listening))
+        def listen(machine: Lifecycle, core: LifecycleCore, address: IAddress) -> None:
+            core._emitListening(address)
+
+        @pep614(state.upon(Lifecycle.channelLost).to(disconnected))
+        def disconnect(machine: Lifecycle, core: LifecycleCore) -> None:
+            core._emitDisconnect()
+
+        @pep614(state.upon(Lifecycle.exited).to(dead))
+        def dieConnected(
+            machine: Lifecycle,
+            core: LifecycleCore,
+            exitCode: int | None,
+            signal: str | None,
+        ) -> None:
+            core._emitDisconnect()
+            core._emitDeath(exitCode, signal)
+
+    # An Online or a listen already on the wire when the channel went.
+    online.upon(Lifecycle.online).loop().returns(None)
+    listening.upon(Lifecycle.online).loop().returns(None)
+    disconnected.upon(Lifecycle.online).loop().returns(None)
+    disconnected.upon(Lifecycle.listening).loop().returns(None)
+
+    @pep614(disconnected.upon(Lifecycle.exited).to(dead))
+    def die(
+        machine: Lifecycle,
+        core: LifecycleCore,
+        exitCode: int | None,
+        signal: str | None,
+    ) -> None:
+        core._emitDeath(exitCode, signal)
+
+    dead.upon(Lifecycle.channelLost).loop().returns(None)
+    dead.upon(Lifecycle.online).loop().returns(None)
+    dead.upon(Lifecycle.listening).loop().returns(None)
+    return builder
+
+
+lifecycleMachine = _build().build()

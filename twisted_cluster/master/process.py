@@ -1,0 +1,337 @@
+"""
+One worker, seen from the master: its process, its channel and its handle.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as signals
+import socket
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import address as addresses
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.interfaces import IAddress, IProcessTransport, IReactorProcess
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from ..commands import (
+    CHANNEL_FD,
+    LIFELINE_FD,
+    BootFailed,
+    ChannelFactory,
+    Disconnect,
+    Listen,
+    ListenFailed,
+    Message,
+    Online,
+)
+from ..events import EventEmitter
+from ..messages import decodeMessage, encodeMessage
+from .lifecycle import Lifecycle, lifecycleMachine
+from .listeners import BindError, ListenRequest
+from .logs import WorkerLogRelay
+
+if TYPE_CHECKING:
+    from .master import Master
+
+
+class Worker(EventEmitter):
+    """
+    A worker process, as Node's C{cluster.Worker}.
+
+    @ivar id: its id; ids start at 1 and are never reused.
+    @ivar exitedAfterDisconnect: whether it exited because it was asked to
+        disconnect (by C{disconnect()}, or by itself), not by a crash or
+        C{kill()}.
+    @ivar bootError: why it could not start, if it said.
+    """
+
+    _log = Logger()
+
+    def __init__(self, master: Master, workerId: int) -> None:
+        super().__init__()
+        self.id = workerId
+        self.exitedAfterDisconnect = False
+        self.bootError: str | None = None
+        self.process: IProcessTransport | None = None
+        self.exitCode: int | None = None
+        self.signal: str | None = None
+        self._master = master
+        self._channel: MasterChannel | None = None
+        self._lifeline: int | None = None
+        self._lifecycle: Lifecycle = lifecycleMachine(self)
+        self._logs = WorkerLogRelay(workerId)
+        self._deathWaiters: list[Deferred[Worker]] = []
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.id} pid={self.pid} state={self.state}>"
+
+    @property
+    def pid(self) -> int | None:
+        """
+        The process id, or C{None} before it started.
+        """
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def state(self) -> str:
+        """
+        C{"none"}, C{"online"}, C{"listening"}, C{"disconnected"} or C{"dead"}.
+        """
+        return self._lifecycle.state()
+
+    def isDead(self) -> bool:
+        return self.state == "dead"
+
+    def isConnected(self) -> bool:
+        return self._channel is not None
+
+    def send(self, message: object) -> Deferred[None]:
+        """
+        Send a JSON value to the worker; the result fires when it has it.
+
+        @raise TypeError: if JSON cannot encode C{message}.
+        """
+        data = encodeMessage(message)
+        if self._channel is None:
+            return fail(ConnectionError(f"worker {self.id} is not connected"))
+        d: Deferred[None] = self._channel.callRemote(Message, data=data)
+        return d.addCallback(lambda _: None)
+
+    def kill(self, signal: str = "SIGTERM") -> None:
+        """
+        Send C{signal} (a name such as C{"SIGKILL"}) to the worker's process.
+        """
+        name = signal.upper().removeprefix("SIG")
+        if self.process is None:
+            return
+        try:
+            self.process.signalProcess(name)
+        except ProcessExitedAlready:
+            pass
+
+    def disconnect(self) -> Deferred[Worker]:
+        """
+        Ask the worker to stop accepting, finish what it has and exit; the
+        result fires with this worker when it is dead.
+        """
+        if self.isDead():
+            return succeed(self)
+        self.exitedAfterDisconnect = True
+        if self._channel is not None:
+            self._channel.callRemote(Disconnect).addErrback(lambda _: None)
+        else:
+            self.kill("SIGTERM")
+        return self.whenDead()
+
+    def whenDead(self) -> Deferred[Worker]:
+        """
+        A Deferred that fires with this worker once its process has exited.
+        """
+        if self.isDead():
+            return succeed(self)
+        d: Deferred[Worker] = Deferred()
+        self._deathWaiters.append(d)
+        return d
+
+    # Spawning
+
+    def spawn(
+        self,
+        reactor: IReactorProcess,
+        executable: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+    ) -> None:
+        """
+        Start the worker's process with its channel as descriptor 3 and its
+        lifeline as descriptor 4.
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        lifelineRead, self._lifeline = os.pipe()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        try:
+            self.process = reactor.spawnProcess(
+                WorkerProcessProtocol(self),
+                executable,
+                list(argv),
+                env=dict(env),
+                childFDs={
+                    0: devnull,
+                    1: "r",
+                    2: "r",
+                    CHANNEL_FD: theirs.fileno(),
+                    LIFELINE_FD: lifelineRead,
+                },
+            )
+            channel = MasterChannel(self)
+            reactor.adoptStreamConnection(  # type: ignore[attr-defined]
+                ours.fileno(), socket.AF_UNIX, ChannelFactory(channel)
+            )
+        except BaseException:
+            os.close(self._lifeline)
+            self._lifeline = None
+            raise
+        finally:
+            ours.close()
+            theirs.close()
+            os.close(lifelineRead)
+            os.close(devnull)
+        self._channel = channel
+
+    # What the channel and the process protocol report
+
+    def _online(self) -> None:
+        self._lifecycle.online()
+
+    def _bootFailed(self, reason: str) -> None:
+        self.bootError = reason
+
+    def _message(self, data: bytes) -> None:
+        message = decodeMessage(data)
+        self.emit("message", message)
+        self._master.emit("message", self, message)
+
+    def _listen(self, request: ListenRequest) -> socket.socket:
+        sock = self._master._listenFor(self, request)
+        self._lifecycle.listening(_addressOf(sock))
+        return sock
+
+    def _channelLost(self) -> None:
+        self._channel = None
+        self._lifecycle.channelLost()
+
+    def _exited(self, exitCode: int | None, signal: str | None) -> None:
+        self.exitCode, self.signal = exitCode, signal
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
+        if self._channel is not None and self._channel.transport is not None:
+            # A worker's orphaned children might hold its end open.
+            self._channel.transport.loseConnection()
+        self._lifecycle.exited(exitCode, signal)
+
+    # The lifecycle's outputs
+
+    def _emitOnline(self) -> None:
+        self.emit("online")
+        self._master.emit("online", self)
+
+    def _emitListening(self, address: IAddress) -> None:
+        self.emit("listening", address)
+        self._master.emit("listening", self, address)
+
+    def _emitDisconnect(self) -> None:
+        self.emit("disconnect")
+        self._master.emit("disconnect", self)
+
+    def _emitDeath(self, exitCode: int | None, signal: str | None) -> None:
+        self._logs.flush()
+        self._master._forget(self)
+        self.emit("death", exitCode, signal)
+        self._master.emit("death", self, exitCode, signal)
+        waiters, self._deathWaiters = self._deathWaiters, []
+        for waiter in waiters:
+            waiter.callback(self)
+
+
+class MasterChannel(amp.AMP):
+    """
+    The master's end of a worker's channel.
+    """
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__()
+        self._worker = worker
+
+    @Online.responder
+    def online(self) -> dict[str, Any]:
+        self._worker._online()
+        return {}
+
+    @BootFailed.responder
+    def bootFailed(self, reason: str) -> dict[str, Any]:
+        self._worker._bootFailed(reason)
+        return {}
+
+    @Message.responder
+    def message(self, data: bytes) -> dict[str, Any]:
+        self._worker._message(data)
+        return {}
+
+    @Listen.responder
+    def listen(
+        self,
+        kind: str,
+        interface: str,
+        port: int,
+        path: str,
+        backlog: int,
+        mode: int,
+        occurrence: int,
+    ) -> dict[str, Any]:
+        request = ListenRequest(kind, interface, port, path, backlog, mode, occurrence)
+        try:
+            sock = self._worker._listen(request)
+        except BindError as e:
+            raise ListenFailed(str(e)) from None
+        # The socket stays open in the master, as the descriptor must until
+        # the worker has it.
+        return {"descriptor": sock.fileno(), "family": int(sock.family)}
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        self._worker._channelLost()
+
+
+class WorkerProcessProtocol(ProcessProtocol):
+    """
+    Relays a worker's output to the master's log and reports its exit.
+    """
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == 1:
+            self._worker._logs.eventsReceived(data)
+        elif childFD == 2:
+            self._worker._logs.errorsReceived(data)
+
+    def processExited(self, reason: Failure) -> None:
+        exitCode: int | None = None
+        signal: str | None = None
+        if reason.check(ProcessDone):
+            exitCode = 0
+        elif reason.check(ProcessTerminated):
+            value: ProcessTerminated = reason.value
+            exitCode = value.exitCode
+            if value.signal is not None:
+                signal = signalName(value.signal)
+        self._worker._exited(exitCode, signal)
+
+
+def signalName(number: int) -> str:
+    """
+    C{"SIGKILL"} for 9, and so on.
+    """
+    try:
+        return signals.Signals(number).name
+    except ValueError:
+        return f"SIG{number}"
+
+
+def _addressOf(sock: socket.socket) -> IAddress:
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return addresses.UNIXAddress(name)
+    kind = "UDP" if sock.type == socket.SOCK_DGRAM else "TCP"
+    if sock.family == socket.AF_INET6:
+        return addresses.IPv6Address(kind, name[0], name[1])
+    return addresses.IPv4Address(kind, name[0], name[1])
+

@@ -1,0 +1,43 @@
+"""
+What runs inside a worker process: its channel to the master, the shared
+listening sockets, the lifeline, and the bootstrap that runs a C{.tac}.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..commands import WORKER_ID_ENV
+from .channel import ThisWorker
+
+_current: ThisWorker | None = None
+
+
+class NotAWorker(RuntimeError):
+    """
+    This process is not a worker with a channel to a master.
+    """
+
+
+def thisWorker(reactor: Any = None) -> ThisWorker:
+    """
+    This process's L{ThisWorker}, connected to the master on first use.
+    """
+    global _current
+    if _current is None:
+        try:
+            workerId = int(os.environ[WORKER_ID_ENV])
+        except (KeyError, ValueError):
+            raise NotAWorker(f"{WORKER_ID_ENV} is not set to a worker id") from None
+        if reactor is None:
+            from twisted.internet import reactor
+        worker = ThisWorker(reactor, workerId)
+        try:
+            worker.connect()
+        except OSError as e:
+            raise NotAWorker(
+                f"{WORKER_ID_ENV} is set, but descriptor 3 is no channel to a master: {e}"
+            ) from None
+        _current = worker
+    return _current

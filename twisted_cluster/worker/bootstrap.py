@@ -1,0 +1,122 @@
+"""
+Run a C{.tac} in a worker the way C{twistd -y} runs it in one process: load
+its C{application}, log, start its services, run the reactor, and stop the
+services on the way out.  Its log goes to the master, as JSON on stdout.
+
+    python -m twisted_cluster.worker --app server.tac
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, NoReturn
+
+from twisted.application import service
+from twisted.logger import (
+    ILogObserver,
+    LegacyLogObserverWrapper,
+    Logger,
+    globalLogBeginner,
+    globalLogPublisher,
+    jsonFileLogObserver,
+)
+from twisted.python import log as legacyLog
+from twisted.python.failure import Failure
+
+from . import thisWorker
+
+_log = Logger(namespace="twisted_cluster.worker")
+
+
+class BootError(Exception):
+    """
+    The app could not be started; the message says why, in one line.
+    """
+
+
+def loadApplication(path: str) -> service.Application:
+    """
+    Load the C{application} of the C{.tac} at C{path}, as C{twistd -y} does.
+
+    @raise BootError: if there is no such file, it does not run, or it
+        defines no C{application}.
+    """
+    if not os.path.isfile(path):
+        raise BootError(f"cannot load {path}: no such file")
+    try:
+        application = service.loadApplication(path, "python")
+    except KeyError as e:
+        if e.args == ("application",):
+            raise BootError(f"cannot load {path}: it defines no 'application'") from e
+        raise BootError(f"cannot load {path}: {_oneLine(e)}") from e
+    except BaseException as e:
+        raise BootError(f"cannot load {path}: {_oneLine(e)}") from e
+    if service.IService(application, None) is None:
+        raise BootError(f"cannot load {path}: 'application' is not a twisted Application")
+    return application
+
+
+def startApplication(application: service.Application, reactor: Any) -> None:
+    """
+    Start the application's services and have them stop with the reactor.
+
+    @raise BootError: if a service fails to start.
+    """
+    services = service.IService(application)
+    try:
+        services.privilegedStartService()
+        services.startService()
+    except BaseException as e:
+        raise BootError(f"cannot start the application: {_oneLine(e)}") from e
+    reactor.addSystemEventTrigger("before", "shutdown", services.stopService)
+
+
+def _appObserver(application: service.Application) -> ILogObserver | None:
+    observer = application.getComponent(ILogObserver, None)
+    if observer is None:
+        legacy = application.getComponent(legacyLog.ILogObserver, None)
+        if legacy is not None:
+            observer = LegacyLogObserverWrapper(legacy)
+    return observer  # type: ignore[no-any-return]
+
+
+def _oneLine(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    parser = argparse.ArgumentParser(prog="python -m twisted_cluster.worker")
+    parser.add_argument("--app", required=True, help="the .tac file to run")
+    options = parser.parse_args(argv)
+
+    from twisted.internet import reactor
+
+    worker = thisWorker(reactor)
+    worker.managed = True
+    ours = jsonFileLogObserver(os.fdopen(1, "w", encoding="utf-8", closefd=False))
+    globalLogBeginner.beginLoggingTo([ours], redirectStandardIO=True)
+    # As twistd does, so a .tac can import modules beside it.
+    sys.path.insert(0, os.path.abspath(os.getcwd()))
+    try:
+        application = loadApplication(options.app)
+        theirs = _appObserver(application)
+        if theirs is not None:
+            globalLogPublisher.addObserver(theirs)
+            globalLogPublisher.removeObserver(ours)
+        startApplication(application, reactor)
+    except BootError as e:
+        cause = e.__cause__ or e
+        _log.failure(
+            "Worker {id}: {reason}",
+            Failure(cause, type(cause), cause.__traceback__),
+            reason=str(e),
+            id=worker.id,
+        )
+        worker.bootFailed(str(e))
+        sys.exit(1)
+    worker.announceOnline()
+    reactor.run()
+    sys.exit(0)

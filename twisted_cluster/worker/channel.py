@@ -1,0 +1,211 @@
+"""
+A worker's end of its channel to the master, and C{cluster.worker}.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ReactorNotRunning
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from ..commands import (
+    CHANNEL_FD,
+    LIFELINE_FD,
+    BootFailed,
+    ChannelFactory,
+    Disconnect,
+    Listen,
+    ListenFailed,
+    Message,
+    Online,
+)
+from ..events import EventEmitter
+from ..master.listeners import ListenRequest
+from ..messages import decodeMessage, encodeMessage
+from .listening import SharedPorts
+from .lifeline import watchLifeline
+
+
+class ChannelLost(Exception):
+    """
+    The channel to the master closed.
+    """
+
+
+class WorkerChannel(amp.AMP):
+    """
+    The AMP protocol on the worker's end of the channel.
+    """
+
+    def __init__(self, worker: ThisWorker) -> None:
+        super().__init__()
+        self._worker = worker
+
+    @Message.responder
+    def message(self, data: bytes) -> dict[str, Any]:
+        self._worker._message(data)
+        return {}
+
+    @Disconnect.responder
+    def disconnect(self) -> dict[str, Any]:
+        self._worker.disconnect()
+        return {}
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        self._worker._channelLost()
+
+    def callSync(self, command: type[amp.Command], timeout: float, **kw: Any) -> Any:
+        """
+        Call C{command} and wait for its answer without running the reactor.
+
+        A C{listen*} call must return a port at once, so asking the master for
+        its socket cannot wait for a later turn of the reactor.  This drives
+        the channel's transport by hand until the answer has arrived; whatever
+        else arrives meanwhile is dispatched as usual.
+        """
+        results: list[object] = []
+        self.callRemote(command, **kw).addBoth(results.append)
+        transport: Any = self.transport
+        reactor: Any = transport.reactor
+        deadline = time.monotonic() + timeout
+        while not results:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the master did not answer {command.__name__}")
+            writing = [transport] if transport in reactor.getWriters() else []
+            readable, writable, _ = select.select([transport], writing, [], remaining)
+            why = None
+            if writable:
+                why = transport.doWrite()
+            if readable and not why:
+                why = transport.doRead()
+            if why:
+                # The reactor sees the same end-of-file on its next read.
+                raise ChannelLost(f"lost the channel to the master: {why}")
+        result = results[0]
+        if isinstance(result, Failure):
+            result.raiseException()
+        return result
+
+
+class ThisWorker(EventEmitter):
+    """
+    C{cluster.worker}: this process, as a worker of the cluster.
+
+    @ivar id: this worker's id.
+    @ivar managed: whether a bootstrap (not the app) says when it is online.
+    """
+
+    _log = Logger()
+    listenTimeout = 30.0
+
+    def __init__(self, reactor: Any, workerId: int) -> None:
+        super().__init__()
+        self.id = workerId
+        self.managed = False
+        self.exitedAfterDisconnect = False
+        self._reactor = reactor
+        self._channel = WorkerChannel(self)
+        self.ports = SharedPorts(reactor, self._requestSocket)
+        self._disconnecting: Deferred[None] | None = None
+
+    def connect(self) -> None:
+        """
+        Take over the channel (descriptor 3), the C{listen*} methods of the
+        reactor, and the lifeline that ends this process with the master.
+        """
+        self._reactor.adoptStreamConnection(
+            CHANNEL_FD, socket.AF_UNIX, ChannelFactory(self._channel)
+        )
+        os.close(CHANNEL_FD)
+        self.ports.install()
+        watchLifeline(self._reactor, LIFELINE_FD)
+
+    def announceOnline(self) -> None:
+        """
+        Tell the master this worker is running.
+        """
+        self._channel.callRemote(Online).addErrback(self._ignoreLost)
+
+    def bootFailed(self, reason: str) -> None:
+        """
+        Tell the master why this worker could not start, before exiting.
+        """
+        try:
+            self._channel.callSync(BootFailed, timeout=5.0, reason=reason)
+        except Exception:
+            pass
+
+    def send(self, message: object) -> Deferred[None]:
+        """
+        Send a JSON value to the master; fires once the master has it.
+
+        @raise TypeError: if JSON cannot encode C{message}.
+        """
+        data = encodeMessage(message)
+        if self._channel.transport is None:
+            return fail(ChannelLost("not connected to the master"))
+        d: Deferred[None] = self._channel.callRemote(Message, data=data)
+        return d.addCallback(lambda _: None)
+
+    def isConnected(self) -> bool:
+        return self._channel.transport is not None and self._channel.transport.connected
+
+    def disconnect(self) -> Deferred[None]:
+        """
+        Stop accepting, let open connections finish, then stop the reactor.
+        """
+        if self._disconnecting is None:
+            self.exitedAfterDisconnect = True
+            self._log.info("Worker {id} disconnecting", id=self.id)
+            self.emit("disconnect")
+            self._disconnecting = self.ports.stopAccepting()
+            self._disconnecting.addCallback(lambda _: self._stopReactor())
+        return self._disconnecting
+
+    def _requestSocket(self, request: ListenRequest) -> tuple[int, int]:
+        try:
+            answer = self._channel.callSync(
+                Listen,
+                timeout=self.listenTimeout,
+                kind=request.kind,
+                interface=request.interface,
+                port=request.port,
+                path=request.path,
+                backlog=request.backlog,
+                mode=request.mode,
+                occurrence=request.occurrence,
+            )
+        except ListenFailed as e:
+            raise OSError(str(e)) from None
+        return answer["descriptor"], answer["family"]
+
+    def _message(self, data: bytes) -> None:
+        self.emit("message", decodeMessage(data))
+
+    def _channelLost(self) -> None:
+        if self._disconnecting is None:
+            self._log.info("Worker {id}: the master has gone; exiting", id=self.id)
+        self._stopReactor()
+
+    def _stopReactor(self) -> None:
+        if not self._reactor.running:
+            self._reactor.callWhenRunning(self._stopReactor)
+            return
+        try:
+            self._reactor.stop()
+        except ReactorNotRunning:
+            pass  # Already stopping.
+
+    def _ignoreLost(self, failure: Failure) -> None:
+        self._log.failure("Worker {id}: the master did not take a notice", failure, id=self.id)
+

@@ -1,0 +1,225 @@
+"""
+In a worker, every way an app listens ends in the master's shared socket.
+
+All of Twisted's ways to listen (C{internet.TCPServer}, C{strports},
+endpoints, C{listenSSL}, which layers TLS over C{listenTCP}) end in the
+reactor's C{listenTCP}, C{listenUNIX} or C{listenUDP}.  L{SharedPorts}
+replaces those three on the reactor: each asks the master for the socket and
+adopts it.  The app is not changed, and its C{listen*} call keeps its
+contract: it returns a listening port, or raises C{CannotListenError}.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import tcp, udp, unix
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import DatagramProtocol, ServerFactory
+from twisted.logger import Logger
+
+from ..master.listeners import ListenRequest
+
+RequestSocket = Callable[[ListenRequest], tuple[int, int]]
+"""Ask the master for the socket of a request: (descriptor, address family)."""
+
+
+class _Tracked:
+    """
+    A connection that tells its port when it opens and closes, so a worker
+    can wait for the connections it accepted to finish.
+    """
+
+    server: _SharedTCPPort
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.server._connections.add(self)
+
+    def connectionLost(self, reason: Any) -> None:
+        try:
+            super().connectionLost(reason)  # type: ignore[misc]
+        finally:
+            self.server._connectionClosed(self)
+
+
+class _TrackedTCPServer(_Tracked, tcp.Server):
+    pass
+
+
+class _TrackedUNIXServer(_Tracked, unix.Server):
+    pass
+
+
+class _SharedTCPPort(tcp.Port):
+    """
+    A TCP port adopted from the master that knows its open connections.
+    """
+
+    transport = _TrackedTCPServer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connections: set[object] = set()
+        self._idle: list[Deferred[None]] = []
+
+    def _connectionClosed(self, connection: object) -> None:
+        self._connections.discard(connection)
+        if not self._connections:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+
+    def whenIdle(self) -> Deferred[None]:
+        """
+        Fires when no connection this port accepted is open.
+        """
+        if not self._connections:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle.append(d)
+        return d
+
+
+class _SharedUNIXPort(_SharedTCPPort, unix.Port):
+    """
+    A UNIX port adopted from the master.  The master owns the path: unlike
+    an ordinary UNIX port, this one neither changes its mode (the worker may
+    not own it) nor removes it on stop.
+    """
+
+    transport = _TrackedUNIXServer
+
+    def startListening(self) -> None:
+        tcp._reservedFD.reserve()
+        self.factory.doStart()
+        skt = self._preexistingSocket
+        self._preexistingSocket = None
+        self.connected = True
+        self.socket = skt
+        self.fileno = skt.fileno
+        self.numberAccepts = 100
+        self.startReading()
+
+    def connectionLost(self, reason: Any) -> None:
+        tcp.Port.connectionLost(self, reason)
+
+
+class SharedPorts:
+    """
+    Makes a reactor's C{listenTCP}, C{listenUNIX} and C{listenUDP} adopt the
+    master's shared sockets, and keeps the ports so they can be drained.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, requestSocket: RequestSocket) -> None:
+        self._reactor = reactor
+        self._requestSocket = requestSocket
+        self._occurrences: dict[tuple[str, str], int] = {}
+        self.ports: list[IListeningPort] = []
+
+    def install(self) -> None:
+        """
+        Replace the reactor's C{listen*} methods with this object's.
+        """
+        reactor = self._reactor
+        reactor.listenTCP = self.listenTCP
+        reactor.listenUNIX = self.listenUNIX
+        reactor.listenUDP = self.listenUDP
+
+    def listenTCP(
+        self,
+        port: int,
+        factory: ServerFactory,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> IListeningPort:
+        request = self._request("tcp", interface=interface, port=port, backlog=backlog)
+        descriptor, family = self._socketFor(request)
+        try:
+            adopted = _SharedTCPPort._fromListeningDescriptor(
+                self._reactor, descriptor, family, factory
+            )
+        finally:
+            os.close(descriptor)
+        return self._start(adopted)
+
+    def listenUNIX(
+        self,
+        address: str | bytes,
+        factory: ServerFactory,
+        backlog: int = 50,
+        mode: int = 0o666,
+        wantPID: int = 0,
+    ) -> IListeningPort:
+        path = os.fsdecode(address)
+        request = ListenRequest("unix", path=path, backlog=backlog, mode=mode)
+        descriptor, _ = self._socketFor(request)
+        try:
+            adopted = _SharedUNIXPort._fromListeningDescriptor(
+                self._reactor, descriptor, factory
+            )
+        finally:
+            os.close(descriptor)
+        return self._start(adopted)
+
+    def listenUDP(
+        self,
+        port: int,
+        protocol: DatagramProtocol,
+        interface: str = "",
+        maxPacketSize: int = 8192,
+    ) -> IListeningPort:
+        request = self._request("udp", interface=interface, port=port)
+        descriptor, family = self._socketFor(request)
+        try:
+            adopted = udp.Port._fromListeningDescriptor(
+                self._reactor, descriptor, family, protocol, maxPacketSize=maxPacketSize
+            )
+        finally:
+            os.close(descriptor)
+        return self._start(adopted)
+
+    def stopAccepting(self) -> Deferred[None]:
+        """
+        Stop listening on every shared port (the master's copy keeps the
+        backlog for the other workers); fires once the connections they
+        accepted have closed too.
+        """
+        ports, self.ports = self.ports, []
+        waits = []
+        for port in ports:
+            stopped = port.stopListening()
+            waits.append(stopped if stopped is not None else succeed(None))
+            if isinstance(port, _SharedTCPPort):
+                waits.append(port.whenIdle())
+        return DeferredList(waits).addCallback(lambda _: None)
+
+    def _request(self, kind: str, interface: str, port: int, backlog: int = 50) -> ListenRequest:
+        occurrence = 0
+        if port == 0:
+            # The n-th port-0 listen of each worker shares one ephemeral port.
+            key = (kind, interface)
+            occurrence = self._occurrences.get(key, 0)
+            self._occurrences[key] = occurrence + 1
+        return ListenRequest(kind, interface, port, backlog=backlog, occurrence=occurrence)
+
+    def _socketFor(self, request: ListenRequest) -> tuple[int, int]:
+        try:
+            return self._requestSocket(request)
+        except CannotListenError:
+            raise
+        except Exception as e:
+            where = request.path if request.kind == "unix" else request.interface
+            raise CannotListenError(where, request.port, e) from None
+
+    def _start(self, port: Any) -> IListeningPort:
+        port.startListening()
+        self.ports.append(port)
+        return port  # type: ignore[no-any-return]
+
