@@ -45,7 +45,6 @@ __all__ = [
     "disconnect",
     "setupMaster",
     "setupPrimary",
-    "settings",
     "worker",
     "Worker",
 ]

@@ -93,8 +93,8 @@ class Online(amp.Command):
     started).
     """
 
-    arguments: list[tuple[bytes, amp.Argument]] = []
-    response: list[tuple[bytes, amp.Argument]] = []
+    arguments = []
+    response = []
 
 
 class BootFailed(amp.Command):
@@ -103,7 +103,7 @@ class BootFailed(amp.Command):
     """
 
     arguments = [(b"reason", amp.Unicode())]
-    response: list[tuple[bytes, amp.Argument]] = []
+    response = []
 
 
 class Message(amp.Command):
@@ -112,7 +112,7 @@ class Message(amp.Command):
     """
 
     arguments = [(b"data", BigBytes())]
-    response: list[tuple[bytes, amp.Argument]] = []
+    response = []
 
 
 class Disconnect(amp.Command):
@@ -120,9 +120,8 @@ class Disconnect(amp.Command):
     Master to worker: stop accepting, finish what you have, then exit.
     """
 
-    arguments: list[tuple[bytes, amp.Argument]] = []
-    response: list[tuple[bytes, amp.Argument]] = []
-
+    arguments = []
+    response = []
 
 
 class ChannelFactory(Factory):

@@ -64,5 +64,9 @@ class EventEmitter:
             try:
                 listener(*args)
             except Exception:
-                self._log.failure("{event!r} listener {listener!r} failed", event=event, listener=listener)
+                self._log.failure(
+                    "{event!r} listener {listener!r} failed",
+                    event=event,
+                    listener=listener,
+                )
         return bool(listeners)

@@ -96,7 +96,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from . import cluster
 
     master: Master = cluster.theMaster()
-    master.setupMaster(exec="", execArgv=["-m", "twisted_cluster.worker"], args=["--app", options["app"]])
+    master.setupMaster(
+        exec="",
+        execArgv=["-m", "twisted_cluster.worker"],
+        args=["--app", options["app"]],
+    )
     status = _ExitStatus()
 
     def fatal(reason: str) -> None:
@@ -110,4 +114,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         else:
             reactor.callWhenRunning(reactor.stop)
 
-    return ClusterService(master, options["workers"], reactor, onFatal=fatal)
+    service: IService = ClusterService(
+        master, options["workers"], reactor, onFatal=fatal
+    )
+    return service

@@ -54,7 +54,7 @@ class LifecycleCore(Protocol):
 
 
 def _build() -> TypeMachineBuilder[Lifecycle, LifecycleCore]:
-    builder = TypeMachineBuilder(Lifecycle, LifecycleCore)
+    builder = TypeMachineBuilder(Lifecycle, LifecycleCore)  # type: ignore[type-abstract]
     none = builder.state("none")
     online = builder.state("online")
     listening = builder.state("listening")

@@ -13,6 +13,7 @@ import os
 import socket
 import stat
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet.abstract import isIPv6Address
 from twisted.logger import Logger
@@ -43,7 +44,12 @@ class ListenRequest:
         """
         if self.kind == "unix":
             return ("unix", os.path.abspath(self.path))
-        return (self.kind, self.interface, self.port, self.occurrence if self.port == 0 else 0)
+        return (
+            self.kind,
+            self.interface,
+            self.port,
+            self.occurrence if self.port == 0 else 0,
+        )
 
     def describe(self) -> str:
         """
@@ -69,7 +75,7 @@ def bind(request: ListenRequest) -> socket.socket:
     try:
         if request.kind == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            address: object = request.path
+            address: Any = request.path
         else:
             kind = socket.SOCK_DGRAM if request.kind == "udp" else socket.SOCK_STREAM
             if isIPv6Address(request.interface):

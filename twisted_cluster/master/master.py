@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from ..commands import WORKER_ID_ENV
 from ..events import EventEmitter
-from .listeners import BindError, ListenRequest, Listeners
+from .listeners import BindError, Listeners, ListenRequest
 from .process import Worker
 
 
@@ -64,8 +64,8 @@ class Master(EventEmitter):
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
-            reactor = globalReactor  # type: ignore[assignment]
-        self._reactor: IReactorProcess = reactor  # type: ignore[assignment]
+            reactor = globalReactor
+        self._reactor: IReactorProcess = reactor
         self._environ = environ if environ is not None else os.environ
         self.workers: dict[int, Worker] = {}
         self.settings = Settings()
@@ -100,7 +100,9 @@ class Master(EventEmitter):
         self._lastId += 1
         worker = Worker(self, self._lastId)
         environ = {**self._environ, **(env or {}), WORKER_ID_ENV: str(worker.id)}
-        worker.spawn(self._reactor, self.settings.executable, self.settings.argv(), environ)
+        worker.spawn(
+            self._reactor, self.settings.executable, self.settings.argv(), environ
+        )
         self.workers[worker.id] = worker
         self.emit("fork", worker)
         return worker

@@ -8,13 +8,13 @@ import os
 import signal as signals
 import socket
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from twisted.internet import address as addresses
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import IAddress, IProcessTransport, IReactorProcess
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import ProcessProtocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -284,7 +284,7 @@ class MasterChannel(amp.AMP):
         # the worker has it.
         return {"descriptor": sock.fileno(), "family": int(sock.family)}
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self._worker._channelLost()
 
@@ -309,7 +309,7 @@ class WorkerProcessProtocol(ProcessProtocol):
         if reason.check(ProcessDone):
             exitCode = 0
         elif reason.check(ProcessTerminated):
-            value: ProcessTerminated = reason.value
+            value = cast(ProcessTerminated, reason.value)
             exitCode = value.exitCode
             if value.signal is not None:
                 signal = signalName(value.signal)
@@ -330,8 +330,7 @@ def _addressOf(sock: socket.socket) -> IAddress:
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         return addresses.UNIXAddress(name)
-    kind = "UDP" if sock.type == socket.SOCK_DGRAM else "TCP"
+    kind: Literal["TCP", "UDP"] = "UDP" if sock.type == socket.SOCK_DGRAM else "TCP"
     if sock.family == socket.AF_INET6:
         return addresses.IPv6Address(kind, name[0], name[1])
     return addresses.IPv4Address(kind, name[0], name[1])
-

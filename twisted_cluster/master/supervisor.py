@@ -60,7 +60,9 @@ class ClusterService(Service):
     def startService(self) -> None:
         super().startService()
         self._log.info(
-            "Starting {count} worker{s}", count=self.count, s="" if self.count == 1 else "s"
+            "Starting {count} worker{s}",
+            count=self.count,
+            s="" if self.count == 1 else "s",
         )
         for _ in range(self.count):
             self._fork(failures=0, bootFailures=0)
@@ -112,7 +114,9 @@ class ClusterService(Service):
         self._upSince[worker.id] = self._reactor.seconds()
         self._bootFailures[worker.id] = 0
 
-    def _workerDied(self, worker: Worker, exitCode: int | None, signal: str | None) -> None:
+    def _workerDied(
+        self, worker: Worker, exitCode: int | None, signal: str | None
+    ) -> None:
         upSince = self._upSince.pop(worker.id, None)
         failures = self._failures.pop(worker.id, 0)
         bootFailures = self._bootFailures.pop(worker.id, 0)

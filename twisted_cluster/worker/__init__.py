@@ -37,7 +37,8 @@ def thisWorker(reactor: Any = None) -> ThisWorker:
             worker.connect()
         except OSError as e:
             raise NotAWorker(
-                f"{WORKER_ID_ENV} is set, but descriptor 3 is no channel to a master: {e}"
+                f"{WORKER_ID_ENV} is set, but descriptor 3 is no channel "
+                f"to a master: {e}"
             ) from None
         _current = worker
     return _current

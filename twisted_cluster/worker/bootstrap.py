@@ -23,6 +23,7 @@ from twisted.logger import (
     jsonFileLogObserver,
 )
 from twisted.python import log as legacyLog
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from . import thisWorker
@@ -36,7 +37,7 @@ class BootError(Exception):
     """
 
 
-def loadApplication(path: str) -> service.Application:
+def loadApplication(path: str) -> Componentized:
     """
     Load the C{application} of the C{.tac} at C{path}, as C{twistd -y} does.
 
@@ -46,7 +47,7 @@ def loadApplication(path: str) -> service.Application:
     if not os.path.isfile(path):
         raise BootError(f"cannot load {path}: no such file")
     try:
-        application = service.loadApplication(path, "python")
+        application: Componentized = service.loadApplication(path, "python")
     except KeyError as e:
         if e.args == ("application",):
             raise BootError(f"cannot load {path}: it defines no 'application'") from e
@@ -54,11 +55,13 @@ def loadApplication(path: str) -> service.Application:
     except BaseException as e:
         raise BootError(f"cannot load {path}: {_oneLine(e)}") from e
     if service.IService(application, None) is None:
-        raise BootError(f"cannot load {path}: 'application' is not a twisted Application")
+        raise BootError(
+            f"cannot load {path}: 'application' is not a twisted Application"
+        )
     return application
 
 
-def startApplication(application: service.Application, reactor: Any) -> None:
+def startApplication(application: Componentized, reactor: Any) -> None:
     """
     Start the application's services and have them stop with the reactor.
 
@@ -73,13 +76,13 @@ def startApplication(application: service.Application, reactor: Any) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", services.stopService)
 
 
-def _appObserver(application: service.Application) -> ILogObserver | None:
+def _appObserver(application: Componentized) -> ILogObserver | None:
     observer = application.getComponent(ILogObserver, None)
     if observer is None:
         legacy = application.getComponent(legacyLog.ILogObserver, None)
         if legacy is not None:
             observer = LegacyLogObserverWrapper(legacy)
-    return observer  # type: ignore[no-any-return]
+    return observer
 
 
 def _oneLine(e: BaseException) -> str:
@@ -96,7 +99,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
     worker = thisWorker(reactor)
     worker.managed = True
-    ours = jsonFileLogObserver(os.fdopen(1, "w", encoding="utf-8", closefd=False))
+    ours: ILogObserver = jsonFileLogObserver(
+        os.fdopen(1, "w", encoding="utf-8", closefd=False)
+    )
     globalLogBeginner.beginLoggingTo([ours], redirectStandardIO=True)
     # As twistd does, so a .tac can import modules beside it.
     sys.path.insert(0, os.path.abspath(os.getcwd()))
@@ -109,11 +114,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
         startApplication(application, reactor)
     except BootError as e:
         cause = e.__cause__ or e
-        _log.failure(
-            "Worker {id}: {reason}",
-            Failure(cause, type(cause), cause.__traceback__),
-            reason=str(e),
+        # As text: an exception's value does not survive the trip as JSON.
+        _log.error(
+            "Worker {id}: {reason}\n{traceback}",
             id=worker.id,
+            reason=str(e),
+            traceback=Failure(cause, type(cause), cause.__traceback__).getTraceback(),
         )
         worker.bootFailed(str(e))
         sys.exit(1)

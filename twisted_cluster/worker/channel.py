@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ReactorNotRunning
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -30,8 +31,8 @@ from ..commands import (
 from ..events import EventEmitter
 from ..master.listeners import ListenRequest
 from ..messages import decodeMessage, encodeMessage
-from .listening import SharedPorts
 from .lifeline import watchLifeline
+from .listening import SharedPorts
 
 
 class ChannelLost(Exception):
@@ -59,7 +60,7 @@ class WorkerChannel(amp.AMP):
         self._worker.disconnect()
         return {}
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self._worker._channelLost()
 
@@ -158,7 +159,8 @@ class ThisWorker(EventEmitter):
         return d.addCallback(lambda _: None)
 
     def isConnected(self) -> bool:
-        return self._channel.transport is not None and self._channel.transport.connected
+        transport: Any = self._channel.transport
+        return transport is not None and bool(transport.connected)
 
     def disconnect(self) -> Deferred[None]:
         """
@@ -207,5 +209,6 @@ class ThisWorker(EventEmitter):
             pass  # Already stopping.
 
     def _ignoreLost(self, failure: Failure) -> None:
-        self._log.failure("Worker {id}: the master did not take a notice", failure, id=self.id)
-
+        self._log.failure(
+            "Worker {id}: the master did not take a notice", failure, id=self.id
+        )

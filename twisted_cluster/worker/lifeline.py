@@ -37,7 +37,9 @@ def watchLifeline(reactor: Any, fd: int, grace: float = GRACE) -> threading.Thre
         threading.Event().wait(grace)
         os._exit(EXIT_ORPHANED)
 
-    thread = threading.Thread(target=watch, name="twisted-cluster lifeline", daemon=True)
+    thread = threading.Thread(
+        target=watch, name="twisted-cluster lifeline", daemon=True
+    )
     thread.start()
     return thread
 

@@ -47,11 +47,11 @@ class _Tracked:
             self.server._connectionClosed(self)
 
 
-class _TrackedTCPServer(_Tracked, tcp.Server):
+class _TrackedTCPServer(_Tracked, tcp.Server):  # type: ignore[misc]
     pass
 
 
-class _TrackedUNIXServer(_Tracked, unix.Server):
+class _TrackedUNIXServer(_Tracked, unix.Server):  # type: ignore[misc]
     pass
 
 
@@ -60,7 +60,7 @@ class _SharedTCPPort(tcp.Port):
     A TCP port adopted from the master that knows its open connections.
     """
 
-    transport = _TrackedTCPServer
+    transport = _TrackedTCPServer  # type: ignore[assignment]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -92,16 +92,16 @@ class _SharedUNIXPort(_SharedTCPPort, unix.Port):
     not own it) nor removes it on stop.
     """
 
-    transport = _TrackedUNIXServer
+    transport = _TrackedUNIXServer  # type: ignore[assignment]
 
     def startListening(self) -> None:
         tcp._reservedFD.reserve()
-        self.factory.doStart()
-        skt = self._preexistingSocket
+        self.factory.doStart()  # type: ignore[union-attr]
+        skt: Any = self._preexistingSocket
         self._preexistingSocket = None
         self.connected = True
         self.socket = skt
-        self.fileno = skt.fileno
+        self.fileno = skt.fileno  # type: ignore[method-assign]
         self.numberAccepts = 100
         self.startReading()
 
@@ -200,14 +200,18 @@ class SharedPorts:
                 waits.append(port.whenIdle())
         return DeferredList(waits).addCallback(lambda _: None)
 
-    def _request(self, kind: str, interface: str, port: int, backlog: int = 50) -> ListenRequest:
+    def _request(
+        self, kind: str, interface: str, port: int, backlog: int = 50
+    ) -> ListenRequest:
         occurrence = 0
         if port == 0:
             # The n-th port-0 listen of each worker shares one ephemeral port.
             key = (kind, interface)
             occurrence = self._occurrences.get(key, 0)
             self._occurrences[key] = occurrence + 1
-        return ListenRequest(kind, interface, port, backlog=backlog, occurrence=occurrence)
+        return ListenRequest(
+            kind, interface, port, backlog=backlog, occurrence=occurrence
+        )
 
     def _socketFor(self, request: ListenRequest) -> tuple[int, int]:
         try:
@@ -221,5 +225,4 @@ class SharedPorts:
     def _start(self, port: Any) -> IListeningPort:
         port.startListening()
         self.ports.append(port)
-        return port  # type: ignore[no-any-return]
-
+        return port

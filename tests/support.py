@@ -1,0 +1,260 @@
+"""
+Running real clusters in tests: start one, talk to it, and kill every
+process it made when the test ends, even if the test failed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+HERE = Path(__file__).parent
+APPS = HERE / "apps"
+ROOT = HERE.parent
+TWISTD = str(Path(sys.executable).parent / "twistd")
+
+T = TypeVar("T")
+
+
+class Timeout(AssertionError):
+    pass
+
+
+def waitFor(
+    check: Callable[[], T], timeout: float = 15.0, interval: float = 0.02, what: str = ""
+) -> T:
+    """
+    Call C{check} until it returns something true, or fail after C{timeout}.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise Timeout(f"timed out after {timeout}s waiting for {what or check}")
+        time.sleep(interval)
+
+
+def processExists(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def childrenOf(pid: int) -> list[int]:
+    """
+    The live processes whose parent is C{pid}.
+    """
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            children.append(int(entry))
+    return children
+
+
+def processGroup(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+def freePort(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    """
+    A C{twistd -n cluster} process of its own process group, with its log and
+    standard error in files.
+    """
+
+    def __init__(
+        self,
+        tmp: Path,
+        app: str | Path,
+        workers: int = 2,
+        env: Mapping[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
+        self.tmp = tmp
+        self.logPath = tmp / "cluster.log"
+        self.errPath = tmp / "cluster.err"
+        argv = [TWISTD, "-n", "--pidfile=", f"--logfile={self.logPath}", "cluster"]
+        argv += ["--app", str(app), "--workers", str(workers), *(args or [])]
+        self.argv = argv
+        self.env = {**os.environ, **(env or {})}
+        self.env.pop("TWISTED_CLUSTER_WORKER_ID", None)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Cluster:
+        with open(self.errPath, "wb") as err:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=self.tmp,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def workerPids(self) -> list[int]:
+        return childrenOf(self.pid)
+
+    def log(self) -> str:
+        return self.logPath.read_text() if self.logPath.exists() else ""
+
+    def stderr(self) -> str:
+        return self.errPath.read_text() if self.errPath.exists() else ""
+
+    def wait(self, timeout: float = 15.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def signal(self, number: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(number)
+
+    def kill(self) -> None:
+        """
+        Kill the master and everything in its process group.
+        """
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+        waitFor(lambda: not processGroup(self.pid), timeout=10, what="the group to die")
+
+
+def ask(connect: Callable[[], socket.socket]) -> str:
+    """
+    Read a greeting from a new connection until the server closes it.
+    """
+    with connect() as s:
+        s.settimeout(5)
+        chunks = []
+        while chunk := s.recv(1024):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def tcp(port: int) -> Callable[[], socket.socket]:
+    return lambda: socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def unix(path: str) -> Callable[[], socket.socket]:
+    def connect() -> socket.socket:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5)
+        s.connect(path)
+        return s
+
+    return connect
+
+
+def tls(port: int) -> Callable[[], socket.socket]:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+    def connect() -> socket.socket:
+        return context.wrap_socket(tcp(port)())
+
+    return connect
+
+
+def udp(port: int) -> Callable[[], socket.socket]:
+    """
+    A "connection" that sends one datagram from a new socket and reads the
+    answer (wrapped so that L{ask} works on it).
+    """
+
+    class Exchange(socket.socket):
+        answered = False
+
+        def recv(self, size: int, flags: int = 0) -> bytes:
+            if self.answered:
+                return b""
+            self.answered = True
+            return super().recv(size, flags)
+
+    def connect() -> socket.socket:
+        s = Exchange(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", port))
+        s.send(b"who?")
+        return s
+
+    return connect
+
+
+def firstWord(answer: str) -> str:
+    return answer.split()[0]
+
+
+def workersAnswering(
+    connect: Callable[[], socket.socket],
+    count: int,
+    attempts: int = 400,
+    who: Callable[[str], str] = firstWord,
+) -> dict[str, int]:
+    """
+    Make new connections until C{count} different workers have answered;
+    return how many answers each worker id gave.
+    """
+    seen: dict[str, int] = {}
+    for _ in range(attempts):
+        try:
+            answer = ask(connect)
+        except OSError:
+            time.sleep(0.02)
+            continue
+        if answer:
+            workerId = who(answer)
+            seen[workerId] = seen.get(workerId, 0) + 1
+            if len(seen) >= count:
+                return seen
+    raise AssertionError(f"only workers {sorted(seen)} answered in {attempts} tries")
+
+
+def iterLines(text: str) -> Iterator[str]:
+    return (line for line in text.splitlines() if line.strip())
