@@ -29,7 +29,10 @@ class Timeout(AssertionError):
 
 
 def waitFor(
-    check: Callable[[], T], timeout: float = 15.0, interval: float = 0.02, what: str = ""
+    check: Callable[[], T],
+    timeout: float = 15.0,
+    interval: float = 0.02,
+    what: str = "",
 ) -> T:
     """
     Call C{check} until it returns something true, or fail after C{timeout}.

@@ -94,7 +94,9 @@ def test_portZero(cluster, tmp_path: Path) -> None:
     reports.mkdir()
     env = {"LISTEN_STYLE": "listenTCP", "LISTEN_PORT": "0", "REPORT_DIR": str(reports)}
     cluster(LISTEN, workers=2, env=env)
-    files = waitFor(lambda: len(list(reports.iterdir())) == 2 and list(reports.iterdir()))
+    files = waitFor(
+        lambda: len(list(reports.iterdir())) == 2 and list(reports.iterdir())
+    )
     ports = {waitFor(f.read_text) for f in files}
     assert len(ports) == 1
     port = int(ports.pop())

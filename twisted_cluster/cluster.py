@@ -78,8 +78,6 @@ if isMaster:
     workers: Mapping[int, Worker] = _master.workers
 else:
     worker = thisWorker()
-    if not worker.managed:
-        worker.announceOnline()
     _events = EventEmitter()
     workers = {}
 

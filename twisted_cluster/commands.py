@@ -89,8 +89,17 @@ class Listen(amp.Command):
 
 class Online(amp.Command):
     """
-    Worker to master: I am running (for a C{.tac}, the application has
-    started).
+    Worker to master: I am running (sent as soon as the channel is up).
+    """
+
+    arguments = []
+    response = []
+
+
+class Ready(amp.Command):
+    """
+    Worker to master: the application I run has started (sent by the
+    C{.tac} bootstrap once its services have started).
     """
 
     arguments = []

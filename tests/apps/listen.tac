@@ -73,3 +73,15 @@ elif STYLE == "listenUDP":
     reactor.listenUDP(PORT, Answer(), interface=here)
 else:
     raise ValueError(f"unknown LISTEN_STYLE {STYLE!r}")
+
+if os.environ.get("BLOCK"):
+    # Once running, block the reactor for good, as a stuck handler would,
+    # saying so first in REPORT_DIR.
+    import time
+
+    def block():
+        with open(os.path.join(os.environ["REPORT_DIR"], f"blocked-{os.getpid()}"), "w"):
+            pass
+        time.sleep(3600)
+
+    reactor.callWhenRunning(block)

@@ -29,6 +29,7 @@ from ..commands import (
     ListenFailed,
     Message,
     Online,
+    Ready,
 )
 from ..events import EventEmitter
 from ..messages import decodeMessage, encodeMessage
@@ -49,6 +50,8 @@ class Worker(EventEmitter):
         disconnect (by C{disconnect()}, or by itself), not by a crash or
         C{kill()}.
     @ivar bootError: why it could not start, if it said.
+    @ivar ready: whether the application it runs has started (only a
+        C{.tac} bootstrap says so).
     """
 
     _log = Logger()
@@ -58,6 +61,7 @@ class Worker(EventEmitter):
         self.id = workerId
         self.exitedAfterDisconnect = False
         self.bootError: str | None = None
+        self.ready = False
         self.process: IProcessTransport | None = None
         self.exitCode: int | None = None
         self.signal: str | None = None
@@ -189,6 +193,10 @@ class Worker(EventEmitter):
     def _online(self) -> None:
         self._lifecycle.online()
 
+    def _ready(self) -> None:
+        self.ready = True
+        self._master.emit("ready", self)
+
     def _bootFailed(self, reason: str) -> None:
         self.bootError = reason
 
@@ -252,6 +260,11 @@ class MasterChannel(amp.AMP):
     @Online.responder
     def online(self) -> dict[str, Any]:
         self._worker._online()
+        return {}
+
+    @Ready.responder
+    def ready(self) -> dict[str, Any]:
+        self._worker._ready()
         return {}
 
     @BootFailed.responder

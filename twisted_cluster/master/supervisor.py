@@ -21,11 +21,11 @@ class ClusterService(Service):
     """
     Supervises C{count} workers of a L{Master}.
 
-    A worker counts as up once it says it is online (for a C{.tac}: once the
-    application has started).  A worker that dies before that failed to
-    boot: if no worker ever came up, or too many replacements in a row fail
-    the same way, the app cannot run and C{onFatal} is called with the
-    reason, once.  So is an address the master cannot bind.
+    A worker counts as up once it says its application has started.  A
+    worker that dies before that failed to boot: if no worker ever came up,
+    or too many replacements in a row fail the same way, the app cannot run
+    and C{onFatal} is called with the reason, once.  So it is when the
+    master cannot bind an address.
 
     @ivar fatalError: the reason given to C{onFatal}, if it was called.
     """
@@ -53,7 +53,7 @@ class ClusterService(Service):
         self._failures: dict[int, int] = {}
         self._bootFailures: dict[int, int] = {}
         self._pendingRestarts: list[IDelayedCall] = []
-        master.on("online", self._workerOnline)
+        master.on("ready", self._workerReady)
         master.on("death", self._workerDied)
         master.on("listenError", self._listenError)
 
@@ -109,7 +109,7 @@ class ClusterService(Service):
         self._failures[worker.id] = failures
         self._bootFailures[worker.id] = bootFailures
 
-    def _workerOnline(self, worker: Worker) -> None:
+    def _workerReady(self, worker: Worker) -> None:
         self._everUp = True
         self._upSince[worker.id] = self._reactor.seconds()
         self._bootFailures[worker.id] = 0

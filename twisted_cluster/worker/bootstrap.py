@@ -98,7 +98,6 @@ def main(argv: list[str] | None = None) -> NoReturn:
     from twisted.internet import reactor
 
     worker = thisWorker(reactor)
-    worker.managed = True
     ours: ILogObserver = jsonFileLogObserver(
         os.fdopen(1, "w", encoding="utf-8", closefd=False)
     )
@@ -123,6 +122,6 @@ def main(argv: list[str] | None = None) -> NoReturn:
         )
         worker.bootFailed(str(e))
         sys.exit(1)
-    worker.announceOnline()
+    worker.ready()
     reactor.run()
     sys.exit(0)

@@ -27,6 +27,7 @@ from ..commands import (
     ListenFailed,
     Message,
     Online,
+    Ready,
 )
 from ..events import EventEmitter
 from ..master.listeners import ListenRequest
@@ -103,7 +104,6 @@ class ThisWorker(EventEmitter):
     C{cluster.worker}: this process, as a worker of the cluster.
 
     @ivar id: this worker's id.
-    @ivar managed: whether a bootstrap (not the app) says when it is online.
     """
 
     _log = Logger()
@@ -112,7 +112,6 @@ class ThisWorker(EventEmitter):
     def __init__(self, reactor: Any, workerId: int) -> None:
         super().__init__()
         self.id = workerId
-        self.managed = False
         self.exitedAfterDisconnect = False
         self._reactor = reactor
         self._channel = WorkerChannel(self)
@@ -130,12 +129,13 @@ class ThisWorker(EventEmitter):
         os.close(CHANNEL_FD)
         self.ports.install()
         watchLifeline(self._reactor, LIFELINE_FD)
+        self._channel.callRemote(Online).addErrback(self._unheard)
 
-    def announceOnline(self) -> None:
+    def ready(self) -> None:
         """
-        Tell the master this worker is running.
+        Tell the master the application has started.
         """
-        self._channel.callRemote(Online).addErrback(self._ignoreLost)
+        self._channel.callRemote(Ready).addErrback(self._unheard)
 
     def bootFailed(self, reason: str) -> None:
         """
@@ -208,7 +208,7 @@ class ThisWorker(EventEmitter):
         except ReactorNotRunning:
             pass  # Already stopping.
 
-    def _ignoreLost(self, failure: Failure) -> None:
+    def _unheard(self, failure: Failure) -> None:
         self._log.failure(
             "Worker {id}: the master did not take a notice", failure, id=self.id
         )
