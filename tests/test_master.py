@@ -1,0 +1,152 @@
+"""
+Unit tests of the master's parts: events, restart policy, log relay, framing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from twisted.logger import LogLevel, eventAsJSON
+from twisted.protocols import amp
+from twisted.test import iosim
+
+from twisted_cluster.commands import BigBytes, Listen, Online
+from twisted_cluster.master.logs import WorkerLogRelay
+from twisted_cluster.master.master import Master
+from twisted_cluster.master.restart import RestartPolicy
+
+from .fakes import FakeProcessReactor
+
+
+def test_eventsInOrderOncePerWorker(tmp_path) -> None:
+    """
+    fork, online, listening, disconnect, death: once each, in order, and the
+    worker leaves workers when death fires.
+    """
+    reactor = FakeProcessReactor()
+    master = Master(reactor, environ={})
+    seen: list[tuple[object, ...]] = []
+    for event in ["fork", "online", "listening", "disconnect", "exit"]:
+        master.on(event, lambda *args, e=event: seen.append((e, *args)))
+    worker = master.fork()
+    assert worker.state == "none"
+    process = reactor.processes[0]
+    process.call(Online)
+    assert worker.state == "online"
+    process.call(
+        Listen,
+        kind="unix",
+        interface="",
+        port=0,
+        path=str(tmp_path / "s.sock"),
+        backlog=5,
+        mode=0o600,
+        occurrence=0,
+    )
+    assert worker.state == "listening"
+    inWorkers = []
+    master.on("death", lambda w, code, sig: inWorkers.append(w.id in master.workers))
+    process.exit(signal="SIGKILL")
+    assert [s[0] for s in seen] == ["fork", "online", "listening", "disconnect", "exit"]
+    assert seen[-1] == ("exit", worker, None, "SIGKILL")
+    assert inWorkers == [False]
+    assert worker.state == "dead" and worker.isDead()
+    assert not worker.exitedAfterDisconnect
+    master.listeners.close()
+
+
+def test_idsNeverReused() -> None:
+    reactor = FakeProcessReactor()
+    master = Master(reactor, environ={})
+    first = master.fork()
+    reactor.processes[0].exit(code=1)
+    assert master.fork().id == first.id + 1
+
+
+def test_forkEnvironment() -> None:
+    reactor = FakeProcessReactor()
+    master = Master(reactor, environ={"BASE": "1", "OVER": "old"})
+    master.fork(env={"OVER": "new"})
+    env = reactor.processes[0].env
+    assert env["BASE"] == "1" and env["OVER"] == "new"
+    assert env["TWISTED_CLUSTER_WORKER_ID"] == "1"
+
+
+def test_setupMasterChangesArgv() -> None:
+    reactor = FakeProcessReactor()
+    master = Master(reactor, environ={})
+    master.setupMaster(exec="", execArgv=["-m", "mod"], args=["--x"])
+    master.fork()
+    assert reactor.processes[0].argv[1:] == ["-m", "mod", "--x"]
+
+
+@pytest.mark.parametrize("draw,expected", [(0.0, 0.8), (0.5, 1.0), (1.0, 1.2)])
+def test_jitterBounds(draw: float, expected: float) -> None:
+    policy = RestartPolicy(initialDelay=1.0, jitter=0.2, random=lambda: draw)
+    assert policy.delay(1) == pytest.approx(expected)
+
+
+def test_delayCapped() -> None:
+    policy = RestartPolicy(initialDelay=1.0, maxDelay=5.0, jitter=0.0)
+    assert [policy.delay(n) for n in range(6)] == [0.0, 1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_logRelay() -> None:
+    """
+    Worker events are re-published with the worker's id; raw standard error
+    lines become warnings; split records are joined.
+    """
+    published: list[dict] = []
+    relay = WorkerLogRelay(7, observer=published.append)
+    event = {
+        "log_format": "hello {who}",
+        "who": "world",
+        "log_level": LogLevel.info,
+        "log_namespace": "app",
+        "log_time": 1.0,
+    }
+    record = b"\x1e" + eventAsJSON(event).encode() + b"\n"
+    relay.eventsReceived(record[:10])
+    assert published == []
+    relay.eventsReceived(record[10:] + b"\x1e")
+    assert published[0]["log_system"] == "worker 7: app#info"
+    relay.errorsReceived(b"Fatal Python error: Aborted\npartial")
+    relay.flush()
+    texts = [e.get("line") for e in published[1:]]
+    assert texts == ["Fatal Python error: Aborted", "partial"]
+
+
+class Echo(amp.Command):
+    arguments = [(b"data", BigBytes())]
+    response = [(b"data", BigBytes())]
+
+
+class Echoer(amp.AMP):
+    @Echo.responder
+    def echo(self, data: bytes) -> dict:
+        return {"data": data}
+
+
+@pytest.mark.parametrize("size", [0, 1, 0xFFFF, 0x10000, 16 * 1024 * 1024 + 3])
+def test_bigBytesRoundTrip(size: int) -> None:
+    """
+    Values past AMP's 64 KiB limit cross intact.
+    """
+    client, server, pump = iosim.connectedServerAndClient(Echoer, amp.AMP)
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    results: list = []
+    client.callRemote(Echo, data=data).addBoth(results.append)
+    pump.flush()
+    assert results[0]["data"] == data
+
+
+def test_messagesAreJSON() -> None:
+    from twisted_cluster.messages import decodeMessage, encodeMessage
+
+    assert decodeMessage(encodeMessage({"a": [1, None, "é"]})) == {"a": [1, None, "é"]}
+    with pytest.raises(TypeError, match="cannot send set"):
+        encodeMessage({1, 2})
+    with pytest.raises(TypeError):
+        encodeMessage(float("nan"))
+    assert json.loads(encodeMessage("x")) == "x"
