@@ -1,0 +1,129 @@
+"""
+Cold start and death-to-replacement times of a real cluster.
+
+    .venv/bin/python benchmarks/startup.py [--rounds 5] [--workers 2]
+
+Cold start: from launching `twistd cluster` until every worker has answered
+on a new connection.  Replacement: from SIGKILL of a worker that has been up
+past the restart policy's stableAfter (so it is replaced at once) until its
+replacement answers.  Prints each round and the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = str(Path(sys.executable).parent / "twistd")
+APP = ROOT / "examples" / "server.tac"
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def who(port: int) -> tuple[str, int] | None:
+    """The worker id and pid that answer a new connection, or None."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+    except OSError:
+        return None
+    words = data.split(b"\r\n\r\n", 1)[-1].split()
+    return words[3].decode(), int(words[5].rstrip(b")"))
+
+
+def until(check, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.002)
+    raise SystemExit("timed out")
+
+
+def oneRound(port: int, workers: int, stableAfter: float) -> tuple[float, float]:
+    """Start a cluster, time its cold start, then one replacement."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.monotonic()
+        master = subprocess.Popen(
+            [
+                TWISTD,
+                "-n",
+                "--pidfile=",
+                f"--logfile={tmp}/log",
+                "cluster",
+                "--app",
+                str(APP),
+                "-w",
+                str(workers),
+            ],
+            env={**os.environ, "PORT": str(port)},
+            cwd=tmp,
+            start_new_session=True,
+        )
+        try:
+            pids: dict[str, int] = {}
+            while len(pids) < workers:
+                answer = until(lambda: who(port))
+                pids[answer[0]] = answer[1]
+            cold = time.monotonic() - start
+            # Past stableAfter, the first death is replaced without delay.
+            time.sleep(max(0.0, stableAfter - cold) + 0.2)
+            killed = time.monotonic()
+            os.kill(pids[min(pids)], signal.SIGKILL)
+
+            def replaced() -> bool:
+                answer = who(port)
+                return answer is not None and answer[0] not in pids
+
+            until(replaced)
+            return cold, time.monotonic() - killed
+        finally:
+            os.killpg(master.pid, signal.SIGKILL)
+            master.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--stable-after", type=float, default=10.0)
+    options = parser.parse_args()
+    colds, replacements = [], []
+    for n in range(options.rounds):
+        cold, replaced = oneRound(freePort(), options.workers, options.stable_after)
+        colds.append(cold)
+        replacements.append(replaced)
+        print(
+            f"round {n + 1}: cold start {cold * 1000:.0f} ms, "
+            f"SIGKILL to replacement serving {replaced * 1000:.0f} ms",
+            flush=True,
+        )
+    print(
+        f"median cold start of {options.workers} workers: "
+        f"{statistics.median(colds) * 1000:.0f} ms"
+    )
+    print(
+        f"median SIGKILL to replacement serving: "
+        f"{statistics.median(replacements) * 1000:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
