@@ -160,12 +160,22 @@ class Cluster:
         """
         if self.process is None:
             return
+        workers = self.workerPids()
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.process.wait(10)
-        waitFor(lambda: not processGroup(self.pid), timeout=10, what="the group to die")
+        waitFor(
+            lambda: not processGroup(self.pid) and not any(map(processExists, workers)),
+            timeout=10,
+            what="the cluster's processes to die",
+        )
 
 
 def ask(connect: Callable[[], socket.socket]) -> str:

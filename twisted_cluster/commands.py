@@ -127,6 +127,7 @@ class Message(amp.Command):
 class Disconnect(amp.Command):
     """
     Master to worker: stop accepting, finish what you have, then exit.
+    Worker to master: I am doing so, of my own accord.
     """
 
     arguments = []

@@ -7,8 +7,10 @@ C{twistd cluster}: the command-line shell over L{twisted_cluster.master}.
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService
@@ -55,6 +57,13 @@ class Options(usage.Options):
             "How many workers [default: the CPUs this process may use].",
             positiveInt,
         ],
+        [
+            "master-hook",
+            None,
+            None,
+            "package.module:function, called in the master with the cluster "
+            "module (to handle worker events and messages).",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -63,6 +72,31 @@ class Options(usage.Options):
         self["app"] = os.path.abspath(self["app"])
         if self["workers"] is None:
             self["workers"] = usableCPUs()
+        if self["master-hook"]:
+            self["master-hook"] = loadHook(self["master-hook"])
+
+
+def loadHook(spec: str) -> Callable[[Any], object]:
+    """
+    Import the function C{package.module:function} names.
+
+    @raise usage.UsageError: saying why, if it cannot.
+    """
+    moduleName, _, name = spec.partition(":")
+    if not moduleName or not name:
+        raise usage.UsageError(
+            f"--master-hook {spec!r}: expected package.module:function"
+        )
+    sys.path.insert(0, os.getcwd())
+    try:
+        hook = getattr(importlib.import_module(moduleName), name)
+    except Exception as e:
+        raise usage.UsageError(
+            f"--master-hook {spec!r}: {type(e).__name__}: {e}"
+        ) from None
+    if not callable(hook):
+        raise usage.UsageError(f"--master-hook {spec!r}: not a function")
+    return hook
 
 
 class _ExitStatus:
@@ -100,7 +134,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         exec="",
         execArgv=["-m", "twisted_cluster.worker"],
         args=["--app", options["app"]],
+        silent=True,
     )
+    if options["master-hook"] is not None:
+        options["master-hook"](cluster)
     status = _ExitStatus()
 
     def fatal(reason: str) -> None:

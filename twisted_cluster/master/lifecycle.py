@@ -7,7 +7,8 @@ A worker's lifecycle as the master sees it, as an explicit state machine.
 
 Node's C{worker.state} names are the state names; each event of Node's
 cluster (C{online}, C{listening}, C{disconnect}, C{death}) fires on the
-transition that means it, so each fires once and in order.
+transition that means it, so each fires once and in order.  A transition
+sets the core's C{state} before it emits, so listeners see the new state.
 """
 
 from __future__ import annotations
@@ -35,14 +36,13 @@ class Lifecycle(Protocol):
     def exited(self, exitCode: int | None, signal: str | None) -> None:
         "The worker's process exited."
 
-    def state(self) -> str:
-        "Node's name for the current state."
-
 
 class LifecycleCore(Protocol):
     """
     What the machine's transitions tell: the worker handle emits the events.
     """
+
+    state: str
 
     def _emitOnline(self) -> None: ...
 
@@ -61,27 +61,21 @@ def _build() -> TypeMachineBuilder[Lifecycle, LifecycleCore]:
     disconnected = builder.state("disconnected")
     dead = builder.state("dead")
 
-    for state, name in [
-        (none, "none"),
-        (online, "online"),
-        (listening, "listening"),
-        (disconnected, "disconnected"),
-        (dead, "dead"),
-    ]:
-        state.upon(Lifecycle.state).loop().returns(name)
-
     @pep614(none.upon(Lifecycle.online).to(online))
     def becomeOnline(machine: Lifecycle, core: LifecycleCore) -> None:
+        core.state = "online"
         core._emitOnline()
 
     for state in (none, online, listening):
 
         @pep614(state.upon(Lifecycle.listening).to(listening))
         def listen(machine: Lifecycle, core: LifecycleCore, address: IAddress) -> None:
+            core.state = "listening"
             core._emitListening(address)
 
         @pep614(state.upon(Lifecycle.channelLost).to(disconnected))
         def disconnect(machine: Lifecycle, core: LifecycleCore) -> None:
+            core.state = "disconnected"
             core._emitDisconnect()
 
         @pep614(state.upon(Lifecycle.exited).to(dead))
@@ -91,7 +85,9 @@ def _build() -> TypeMachineBuilder[Lifecycle, LifecycleCore]:
             exitCode: int | None,
             signal: str | None,
         ) -> None:
+            core.state = "disconnected"
             core._emitDisconnect()
+            core.state = "dead"
             core._emitDeath(exitCode, signal)
 
     # An Online or a listen already on the wire when the channel went.
@@ -107,6 +103,7 @@ def _build() -> TypeMachineBuilder[Lifecycle, LifecycleCore]:
         exitCode: int | None,
         signal: str | None,
     ) -> None:
+        core.state = "dead"
         core._emitDeath(exitCode, signal)
 
     dead.upon(Lifecycle.channelLost).loop().returns(None)

@@ -22,6 +22,7 @@ from ..commands import WORKER_ID_ENV
 from ..events import EventEmitter
 from .listeners import BindError, Listeners, ListenRequest
 from .process import Worker
+from .report import REPORT_FD_ENV, reportFromEnvironment
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,17 @@ class Settings:
 
     @ivar exec: the script a worker runs (default: this process's script), or
         C{None} when C{execArgv} names what to run (C{["-m", "module"]}).
+    @ivar silent: whether a worker's output goes to the master's log (its
+        standard output carrying JSON log events, as the C{.tac} bootstrap
+        writes them) rather than to the master's own standard output and
+        error, as Node's C{silent}.
     """
 
     exec: str | None = field(default_factory=lambda: sys.argv[0] or None)
     args: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv[1:]))
     execArgv: tuple[str, ...] = ()
     executable: str = sys.executable
+    silent: bool = False
 
     def argv(self) -> list[str]:
         script = [self.exec] if self.exec else []
@@ -71,17 +77,23 @@ class Master(EventEmitter):
         self.settings = Settings()
         self.listeners = Listeners()
         self._lastId = 0
+        report = reportFromEnvironment(self._environ)
+        if report is not None:
+            report.attach(self)
 
     def setupMaster(
         self,
         exec: str | None = None,
         args: list[str] | None = None,
         execArgv: list[str] | None = None,
+        silent: bool | None = None,
     ) -> None:
         """
         Change what later forks run.
         """
         changes: dict[str, Any] = {}
+        if silent is not None:
+            changes["silent"] = silent
         if exec is not None:
             changes["exec"] = exec
         if args is not None:
@@ -100,8 +112,13 @@ class Master(EventEmitter):
         self._lastId += 1
         worker = Worker(self, self._lastId)
         environ = {**self._environ, **(env or {}), WORKER_ID_ENV: str(worker.id)}
+        environ.pop(REPORT_FD_ENV, None)
         worker.spawn(
-            self._reactor, self.settings.executable, self.settings.argv(), environ
+            self._reactor,
+            self.settings.executable,
+            self.settings.argv(),
+            environ,
+            relayOutput=self.settings.silent,
         )
         self.workers[worker.id] = worker
         self.emit("fork", worker)

@@ -50,6 +50,8 @@ class Worker(EventEmitter):
         disconnect (by C{disconnect()}, or by itself), not by a crash or
         C{kill()}.
     @ivar bootError: why it could not start, if it said.
+    @ivar state: C{"none"}, C{"online"}, C{"listening"}, C{"disconnected"}
+        or C{"dead"}; its lifecycle's state.
     @ivar ready: whether the application it runs has started (only a
         C{.tac} bootstrap says so).
     """
@@ -59,6 +61,7 @@ class Worker(EventEmitter):
     def __init__(self, master: Master, workerId: int) -> None:
         super().__init__()
         self.id = workerId
+        self.state = "none"
         self.exitedAfterDisconnect = False
         self.bootError: str | None = None
         self.ready = False
@@ -81,13 +84,6 @@ class Worker(EventEmitter):
         The process id, or C{None} before it started.
         """
         return self.process.pid if self.process is not None else None
-
-    @property
-    def state(self) -> str:
-        """
-        C{"none"}, C{"online"}, C{"listening"}, C{"disconnected"} or C{"dead"}.
-        """
-        return self._lifecycle.state()
 
     def isDead(self) -> bool:
         return self.state == "dead"
@@ -151,11 +147,14 @@ class Worker(EventEmitter):
         executable: str,
         argv: Sequence[str],
         env: Mapping[str, str],
+        relayOutput: bool = True,
     ) -> None:
         """
         Start the worker's process with its channel as descriptor 3 and its
-        lifeline as descriptor 4.
+        lifeline as descriptor 4.  Its output is relayed to the master's log,
+        or with C{relayOutput} false goes where the master's goes.
         """
+        output: dict[int, int | str] = {1: "r", 2: "r"} if relayOutput else {1: 1, 2: 2}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         lifelineRead, self._lifeline = os.pipe()
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -167,8 +166,7 @@ class Worker(EventEmitter):
                 env=dict(env),
                 childFDs={
                     0: devnull,
-                    1: "r",
-                    2: "r",
+                    **output,
                     CHANNEL_FD: theirs.fileno(),
                     LIFELINE_FD: lifelineRead,
                 },
@@ -265,6 +263,11 @@ class MasterChannel(amp.AMP):
     @Ready.responder
     def ready(self) -> dict[str, Any]:
         self._worker._ready()
+        return {}
+
+    @Disconnect.responder
+    def disconnecting(self) -> dict[str, Any]:
+        self._worker.exitedAfterDisconnect = True
         return {}
 
     @BootFailed.responder

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.error import ReactorNotRunning
+from twisted.internet.error import ConnectionDone, ConnectionLost, ReactorNotRunning
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -50,6 +50,25 @@ class WorkerChannel(amp.AMP):
     def __init__(self, worker: ThisWorker) -> None:
         super().__init__()
         self._worker = worker
+        self._held: list[amp.AmpBox] | None = None
+
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:
+        # Commands that arrive while a listen* call waits for its socket are
+        # held until the call has returned, so that (say) a Disconnect cannot
+        # act on a half-made port.
+        if self._held is not None and amp.COMMAND in box:
+            self._held.append(box)
+        else:
+            super().ampBoxReceived(box)
+
+    def _release(self) -> None:
+        held, self._held = self._held or [], None
+        for box in held:
+            if self._held is not None:
+                # Another synchronous call began: keep order behind it.
+                self._held.append(box)
+            else:
+                super().ampBoxReceived(box)
 
     @Message.responder
     def message(self, data: bytes) -> dict[str, Any]:
@@ -58,7 +77,7 @@ class WorkerChannel(amp.AMP):
 
     @Disconnect.responder
     def disconnect(self) -> dict[str, Any]:
-        self._worker.disconnect()
+        self._worker._disconnect()
         return {}
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -78,6 +97,9 @@ class WorkerChannel(amp.AMP):
         self.callRemote(command, **kw).addBoth(results.append)
         transport: Any = self.transport
         reactor: Any = transport.reactor
+        if self._held is None:
+            self._held = []
+            reactor.callLater(0, self._release)
         deadline = time.monotonic() + timeout
         while not results:
             remaining = deadline - time.monotonic()
@@ -123,6 +145,12 @@ class ThisWorker(EventEmitter):
         Take over the channel (descriptor 3), the C{listen*} methods of the
         reactor, and the lifeline that ends this process with the master.
         """
+        try:
+            # Out of the master's process group: a terminal's Ctrl-C reaches
+            # the master alone, which then stops its workers in order.
+            os.setpgid(0, 0)
+        except OSError:
+            pass
         self._reactor.adoptStreamConnection(
             CHANNEL_FD, socket.AF_UNIX, ChannelFactory(self._channel)
         )
@@ -166,6 +194,11 @@ class ThisWorker(EventEmitter):
         """
         Stop accepting, let open connections finish, then stop the reactor.
         """
+        if self._disconnecting is None and self.isConnected():
+            self._channel.callRemote(Disconnect).addErrback(self._unheard)
+        return self._disconnect()
+
+    def _disconnect(self) -> Deferred[None]:
         if self._disconnecting is None:
             self.exitedAfterDisconnect = True
             self._log.info("Worker {id} disconnecting", id=self.id)
@@ -209,6 +242,8 @@ class ThisWorker(EventEmitter):
             pass  # Already stopping.
 
     def _unheard(self, failure: Failure) -> None:
+        if failure.check(ConnectionDone, ConnectionLost):
+            return  # We are going: the master learns that from the channel.
         self._log.failure(
             "Worker {id}: the master did not take a notice", failure, id=self.id
         )
