@@ -50,7 +50,9 @@ def workerMain():
             me.send({"env": os.environ.get("EXTRA")})
         elif do == "size":
             data = message["data"]
-            me.send({"size": len(data), "sha": hashlib.sha256(data.encode()).hexdigest()})
+            me.send(
+                {"size": len(data), "sha": hashlib.sha256(data.encode()).hexdigest()}
+            )
         elif do == "big":
             me.send({"big": "y" * BIG})
         elif do == "count":
@@ -97,7 +99,9 @@ def scenario():
     result["state1"] = w1.state
     result["ids"] = list(cluster.workers)
     client = Collect()
-    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", address.port), client)
+    yield connectProtocol(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", address.port), client
+    )
     yield client.accepted
     dead = w1.disconnect()
     result["answerDuringDisconnect"] = yield client.done
