@@ -17,6 +17,31 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 
 
+class WorkerPeer(amp.AMP):
+    """
+    The worker's end of a fake channel: records the commands the master
+    sends and answers them, except heartbeats while C{hung}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[str] = []
+        self.hung = False
+
+    def locateResponder(self, name: bytes):  # type: ignore[override]
+        def respond(box: amp.AmpBox) -> Any:
+            self.received.append(name.decode())
+            if name == b"Heartbeat" and self.hung:
+                from twisted.internet.defer import Deferred
+
+                return Deferred()
+            from twisted.internet.defer import succeed
+
+            return succeed(amp.AmpBox())
+
+        return respond
+
+
 class FakeProcess:
     """
     A pretend worker process: records signals, exits when told.
@@ -37,7 +62,7 @@ class FakeProcess:
         self.env = env
         self.signals: list[str] = []
         self.exited = False
-        self.peer: amp.AMP | None = None
+        self.peer: WorkerPeer | None = None
         self.pump: iosim.IOPump | None = None
 
     def signalProcess(self, name: str) -> None:
@@ -116,7 +141,7 @@ class FakeProcessReactor(MemoryReactorClock):
 
     def adoptStreamConnection(self, fd: int, family: int, factory: Factory) -> None:
         master = factory.buildProtocol(None)
-        peer = amp.AMP()
+        peer = WorkerPeer()
         transport = iosim.makeFakeServer(master)
         # Descriptors pass ahead of the bytes that refer to them, as on a
         # UNIX socket.

@@ -9,16 +9,19 @@ import pytest
 from twisted_cluster.commands import BootFailed, Listen, Online, Ready
 from twisted_cluster.master.master import Master
 from twisted_cluster.master.restart import RestartPolicy
-from twisted_cluster.master.supervisor import ClusterService
+from twisted_cluster.master.supervisor import ClusterService, Limits
 
 from .fakes import FakeProcessReactor
 
 
 class Harness:
-    def __init__(self, count: int = 2, **policy: float) -> None:
+    def __init__(
+        self, count: int = 2, limits: Limits | None = None, **policy: float
+    ) -> None:
         self.reactor = FakeProcessReactor()
         self.master = Master(self.reactor, environ={})
         self.fatal: list[str] = []
+        self.memory: dict[int, float] = {}
         self.policy = RestartPolicy(random=lambda: 0.5, **policy)  # type: ignore[arg-type]
         self.service = ClusterService(
             self.master,
@@ -26,7 +29,8 @@ class Harness:
             self.reactor,
             onFatal=self.fatal.append,
             policy=self.policy,
-            killTimeout=5.0,
+            limits=limits or Limits(gracefulTimeout=5.0, timeout=0),
+            memoryOf=self.memory.get,
         )
 
     def boot(self, process) -> None:
@@ -147,16 +151,18 @@ def test_bindFailureIsFatal(h: Harness, tmp_path) -> None:
     assert "No such file or directory" in h.fatal[0]
 
 
-def test_stopTermsThenKills(h: Harness) -> None:
+def test_stopDrainsThenKills(h: Harness) -> None:
     h.service.startService()
     for p in h.reactor.processes:
         h.boot(p)
     stopped = h.service.stopService()
-    assert [p.signals for p in h.reactor.processes] == [["TERM"], ["TERM"]]
+    for p in h.reactor.processes:
+        p.pump.flush()
+        assert p.peer.received[-1] == "Disconnect"
     h.reactor.processes[0].exit(code=0)
     assert not stopped.called
     h.reactor.advance(5.0)
-    assert h.reactor.processes[1].signals == ["TERM", "KILL"]
+    assert h.reactor.processes[1].signals == ["KILL"]
     h.reactor.processes[1].exit(signal="SIGKILL")
     assert stopped.called
     assert len(h.reactor.processes) == 2  # no replacements while stopping
@@ -172,3 +178,150 @@ def test_noRestartAfterStop(h: Harness) -> None:
     h.service.stopService()
     h.reactor.advance(60)
     assert len(h.reactor.processes) == 2  # ...and cancelled
+
+
+def live(h: Harness) -> list:
+    return [p for p in h.reactor.processes if not p.exited]
+
+
+def test_stopNowTermsThenKills(h: Harness) -> None:
+    h.service.startService()
+    for p in h.reactor.processes:
+        h.boot(p)
+    h.service.stopNow()
+    stopped = h.service.stopService()
+    assert [p.signals for p in h.reactor.processes] == [["TERM"], ["TERM"]]
+    h.reactor.advance(h.service.limits.killGrace)
+    assert [p.signals for p in h.reactor.processes] == [["TERM", "KILL"]] * 2
+    for p in h.reactor.processes:
+        p.exit(signal="SIGKILL")
+    assert stopped.called
+
+
+def bootAll(h: Harness) -> None:
+    h.service.startService()
+    for p in h.reactor.processes:
+        h.boot(p)
+
+
+def test_reloadReplacesOneAtATime(h: Harness) -> None:
+    bootAll(h)
+    old = list(h.reactor.processes)
+    done = h.service.reload()
+    assert h.service.state.value == "reloading"
+    h.reactor.advance(0)
+    assert len(h.reactor.processes) == 3  # one new worker, no old one gone yet
+    assert "Disconnect" not in old[0].peer.received
+    h.boot(h.reactor.processes[2])
+    old[0].pump.flush()
+    assert old[0].peer.received[-1] == "Disconnect"
+    assert len(h.reactor.processes) == 4  # the second replacement is starting
+    old[0].exit(code=0)
+    h.boot(h.reactor.processes[3])
+    old[1].pump.flush()
+    assert old[1].peer.received[-1] == "Disconnect"
+    old[1].exit(code=0)
+    assert done.result is True
+    assert sorted(h.master.workers) == [3, 4]
+    assert h.service.state.value == "running"
+    assert not h.fatal
+
+
+def test_reloadAbortsWhenNewWorkerCannotStart(h: Harness) -> None:
+    bootAll(h)
+    done = h.service.reload()
+    h.reactor.advance(0)
+    new = h.reactor.processes[2]
+    new.call(Online)
+    new.call(BootFailed, reason="SyntaxError in the new code")
+    new.exit(code=1)
+    assert done.result is False
+    assert sorted(h.master.workers) == [1, 2]  # the old ones serve on
+    assert all("Disconnect" not in p.peer.received for p in h.reactor.processes[:2])
+    assert not h.fatal
+    assert h.service.state.value == "running"
+    assert len(h.reactor.processes) == 3  # and the failed one is not restarted
+
+
+def test_scaleUpAndDown(h: Harness) -> None:
+    bootAll(h)
+    h.service.scaleUp()
+    assert len(live(h)) == 3 and h.service.count == 3
+    h.boot(h.reactor.processes[2])
+    h.service.scaleDown()
+    h.reactor.processes[2].pump.flush()
+    assert h.reactor.processes[2].peer.received[-1] == "Disconnect"
+    h.reactor.processes[2].exit(code=0)
+    assert len(live(h)) == 2 and len(h.reactor.processes) == 3
+    h.service.scaleDown()
+    h.service.scaleDown()
+    assert h.service.count == 1  # never below one
+
+
+def run(h: Harness, seconds: float) -> None:
+    """
+    Let time pass, the channels carrying what is sent as it is sent.
+    """
+    for _ in range(int(seconds * 10)):
+        h.reactor.advance(0.1)
+        for p in live(h):
+            p.pump.flush()
+
+
+def test_hungWorkerKilledAndReplaced() -> None:
+    h = Harness(limits=Limits(timeout=3.0, killGrace=5.0))
+    bootAll(h)
+    run(h, h.policy.stableAfter)
+    assert all(p.signals == [] for p in h.reactor.processes)
+    stuck = h.reactor.processes[0]
+    stuck.peer.hung = True
+    run(h, 5.0)
+    assert stuck.signals[0] == "ABRT"
+    assert h.reactor.processes[1].signals == []  # the healthy one answers
+    run(h, 5.0)
+    assert stuck.signals == ["ABRT", "KILL"]
+    stuck.exit(signal="SIGKILL")
+    assert len(live(h)) == 2
+
+
+def test_maxAgeRecyclesWithJitter() -> None:
+    h = Harness(limits=Limits(maxAge=100.0, jitter=0.1, timeout=0, random=lambda: 0.5))
+    bootAll(h)
+    h.reactor.advance(99.0)  # random() == 0.5: no jitter either way
+    assert len(h.reactor.processes) == 2
+    h.reactor.advance(1.0)
+    assert len(h.reactor.processes) == 4  # each gets a replacement first
+    for p in h.reactor.processes[2:]:
+        h.boot(p)
+    for p in h.reactor.processes[:2]:
+        p.pump.flush()
+        assert p.peer.received[-1] == "Disconnect"
+
+
+def test_maxMemoryRecycles() -> None:
+    h = Harness(limits=Limits(maxMemory=50.0, timeout=0))
+    bootAll(h)
+    h.memory[h.reactor.processes[0].pid] = 80.0
+    h.memory[h.reactor.processes[1].pid] = 20.0
+    h.reactor.advance(5.0)
+    assert len(h.reactor.processes) == 3
+    h.boot(h.reactor.processes[2])
+    h.reactor.processes[0].pump.flush()
+    assert h.reactor.processes[0].peer.received[-1] == "Disconnect"
+    assert "Disconnect" not in h.reactor.processes[1].peer.received
+
+
+def test_flappingIsLogged(h: Harness) -> None:
+    from twisted.logger import globalLogPublisher
+
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        bootAll(h)
+        for _ in range(5):
+            h.reactor.live[0].exit(code=1)
+            h.reactor.advance(1.0)
+            h.boot(h.reactor.processes[-1])
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert any("flapping" in e.get("log_format", "") for e in seen)

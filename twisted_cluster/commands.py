@@ -124,6 +124,16 @@ class Message(amp.Command):
     response = []
 
 
+class Heartbeat(amp.Command):
+    """
+    Master to worker: are you there?  Answered by the worker's reactor, so a
+    worker stuck in a blocking call does not answer.
+    """
+
+    arguments = []
+    response = []
+
+
 class Disconnect(amp.Command):
     """
     Master to worker: stop accepting, finish what you have, then exit.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,8 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from .master.master import Master
-from .master.supervisor import ClusterService
+from .master.restart import RestartPolicy
+from .master.supervisor import ClusterService, Limits
 
 
 def usableCPUs() -> int:
@@ -40,6 +42,16 @@ def positiveInt(value: str) -> int:
 positiveInt.coerceDoc = "A whole number, at least 1."  # type: ignore[attr-defined]
 
 
+def seconds(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise ValueError(f"must be a number of seconds, at least 0, not {value}")
+    return number
+
+
+seconds.coerceDoc = "Seconds, at least 0."  # type: ignore[attr-defined]
+
+
 class Options(usage.Options):
     synopsis = "--app server.tac [--workers N]"
     longdesc = (
@@ -55,6 +67,69 @@ class Options(usage.Options):
             "w",
             None,
             "How many workers [default: the CPUs this process may use].",
+            positiveInt,
+        ],
+        [
+            "graceful-timeout",
+            None,
+            30.0,
+            "Seconds a stopping worker gets to finish its requests before it is "
+            "killed.",
+            seconds,
+        ],
+        [
+            "timeout",
+            "t",
+            30.0,
+            "Seconds a worker's reactor may go without answering a heartbeat "
+            "before the worker is killed and replaced (0: never).",
+            seconds,
+        ],
+        [
+            "max-age",
+            None,
+            0.0,
+            "Recycle each worker (gracefully, after starting its replacement) "
+            "after about this many seconds (0: never).",
+            seconds,
+        ],
+        [
+            "max-memory",
+            None,
+            0.0,
+            "Recycle a worker whose resident set exceeds this many megabytes "
+            "(0: no limit).",
+            seconds,
+        ],
+        [
+            "reload-batch",
+            None,
+            1,
+            "Workers a SIGHUP reload replaces at a time.",
+            positiveInt,
+        ],
+        [
+            "restart-delay",
+            None,
+            0.1,
+            "Seconds before restarting a worker that crashed soon after starting; "
+            "doubles with each such crash in a row.",
+            seconds,
+        ],
+        ["max-restart-delay", None, 30.0, "The longest restart delay.", seconds],
+        [
+            "stable-after",
+            None,
+            10.0,
+            "Seconds up after which a worker's crash is replaced at once and the "
+            "restart delay starts again.",
+            seconds,
+        ],
+        [
+            "max-boot-failures",
+            None,
+            5,
+            "Replacements in a row that may fail to start before the master gives up.",
             positiveInt,
         ],
         [
@@ -151,7 +226,58 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         else:
             reactor.callWhenRunning(reactor.stop)
 
-    service: IService = ClusterService(
-        master, options["workers"], reactor, onFatal=fatal
+    policy = RestartPolicy(
+        initialDelay=options["restart-delay"],
+        maxDelay=options["max-restart-delay"],
+        stableAfter=options["stable-after"],
+        maxBootFailures=options["max-boot-failures"],
     )
-    return service
+    limits = Limits(
+        gracefulTimeout=options["graceful-timeout"],
+        timeout=options["timeout"],
+        maxAge=options["max-age"],
+        maxMemory=options["max-memory"],
+        reloadBatch=options["reload-batch"],
+    )
+    service = ClusterService(
+        master, options["workers"], reactor, onFatal=fatal, policy=policy, limits=limits
+    )
+    reactor.callWhenRunning(installSignals, service, reactor)
+    # twistd re-raises the signal that stopped it; a graceful stop exits 0.
+    reactor.addSystemEventTrigger("after", "shutdown", _exitCleanly, reactor, status)
+    shell: IService = service
+    return shell
+
+
+def installSignals(cluster: ClusterService, reactor: Any) -> None:
+    """
+    SIGHUP reloads, SIGTTIN and SIGTTOU add and remove a worker, SIGQUIT
+    stops at once (SIGTERM and SIGINT, the reactor's own, stop gracefully).
+    """
+
+    def quit() -> None:
+        cluster.stopNow()
+        reactor.stop()
+
+    actions: dict[int, Callable[[], object]] = {
+        signal.SIGHUP: cluster.reload,
+        signal.SIGTTIN: cluster.scaleUp,
+        signal.SIGTTOU: cluster.scaleDown,
+        signal.SIGQUIT: quit,
+    }
+    for number, action in actions.items():
+        signal.signal(number, _handler(reactor, action))
+
+
+def _handler(reactor: Any, action: Callable[[], object]) -> Callable[[int, Any], None]:
+    # A signal may arrive anywhere: act on it in the reactor's own time.
+    def handle(number: int, frame: Any) -> None:
+        reactor.callFromThread(action)
+
+    return handle
+
+
+def _exitCleanly(reactor: Any, status: _ExitStatus) -> None:
+    if status.code == 0:
+        # The only way to tell twistd: it reads this after the reactor stops.
+        reactor._exitSignal = None

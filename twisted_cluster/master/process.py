@@ -25,6 +25,7 @@ from ..commands import (
     BootFailed,
     ChannelFactory,
     Disconnect,
+    Heartbeat,
     Listen,
     ListenFailed,
     Message,
@@ -66,6 +67,7 @@ class Worker(EventEmitter):
         self.bootError: str | None = None
         self.ready = False
         self.process: IProcessTransport | None = None
+        self._pid: int | None = None
         self.exitCode: int | None = None
         self.signal: str | None = None
         self._master = master
@@ -81,9 +83,9 @@ class Worker(EventEmitter):
     @property
     def pid(self) -> int | None:
         """
-        The process id, or C{None} before it started.
+        The process id (kept after it exits), or C{None} before it started.
         """
-        return self.process.pid if self.process is not None else None
+        return self._pid
 
     def isDead(self) -> bool:
         return self.state == "dead"
@@ -114,6 +116,15 @@ class Worker(EventEmitter):
             self.process.signalProcess(name)
         except ProcessExitedAlready:
             pass
+
+    def heartbeat(self) -> Deferred[None]:
+        """
+        Fires once the worker's reactor has answered.
+        """
+        if self._channel is None:
+            return fail(ConnectionError(f"worker {self.id} is not connected"))
+        d: Deferred[None] = self._channel.callRemote(Heartbeat)
+        return d.addCallback(lambda _: None)
 
     def disconnect(self) -> Deferred[Worker]:
         """
@@ -185,6 +196,7 @@ class Worker(EventEmitter):
             os.close(lifelineRead)
             os.close(devnull)
         self._channel = channel
+        self._pid = self.process.pid
 
     # What the channel and the process protocol report
 

@@ -1,20 +1,81 @@
 """
-Keep a number of workers running: replace the dead, give up on an app that
-cannot start, and stop them all when the service stops.
+Keep a number of workers running: replace the dead and the hung, recycle
+the old and the fat, reload and scale without dropping a request, give up
+on an app that cannot start, and stop them all gracefully.
 """
 
 from __future__ import annotations
 
+import os
+import random
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from .master import Master
 from .process import Worker
 from .restart import RestartPolicy
+
+
+@dataclass(frozen=True)
+class Limits:
+    """
+    When a worker must go, and how long it gets.
+
+    @ivar gracefulTimeout: seconds a worker asked to stop gets to finish what
+        it has before it is killed.
+    @ivar timeout: seconds without a heartbeat answer after which a worker is
+        taken for hung (0: never).
+    @ivar maxAge: seconds after which a worker is recycled (0: never).
+    @ivar maxMemory: resident megabytes above which a worker is recycled
+        (0: no limit).
+    @ivar jitter: the fraction by which C{maxAge} varies per worker, so
+        workers started together are not recycled together.
+    @ivar reloadBatch: how many workers a reload replaces at a time.
+    @ivar killGrace: seconds between SIGABRT and SIGKILL for a hung worker,
+        and between SIGTERM and SIGKILL on an immediate stop.
+    """
+
+    gracefulTimeout: float = 30.0
+    timeout: float = 30.0
+    maxAge: float = 0.0
+    maxMemory: float = 0.0
+    jitter: float = 0.1
+    reloadBatch: int = 1
+    killGrace: float = 5.0
+    random: Callable[[], float] = field(default=random.random, compare=False)
+
+
+class State(Enum):
+    """
+    The cluster's lifecycle.  C{running} and C{reloading} both serve;
+    C{failed} is stopping because the app cannot run.
+    """
+
+    starting = "starting"
+    running = "running"
+    reloading = "reloading"
+    stopping = "stopping"
+    failed = "failed"
+
+
+_TRANSITIONS = {
+    State.starting: {State.running, State.stopping, State.failed},
+    State.running: {State.reloading, State.stopping, State.failed},
+    State.reloading: {State.running, State.stopping, State.failed},
+    State.stopping: set(),
+    State.failed: {State.stopping},
+}
+
+FLAPPING = (5, 10.0)
+"""So many crashes within so many seconds are worth a louder word."""
 
 
 class ClusterService(Service):
@@ -28,6 +89,7 @@ class ClusterService(Service):
     master cannot bind an address.
 
     @ivar fatalError: the reason given to C{onFatal}, if it was called.
+    @ivar state: the cluster's L{State}.
     """
 
     _log = Logger()
@@ -39,23 +101,50 @@ class ClusterService(Service):
         reactor: IReactorTime,
         onFatal: Callable[[str], object],
         policy: RestartPolicy | None = None,
-        killTimeout: float = 10.0,
+        limits: Limits | None = None,
+        memoryOf: Callable[[int], float | None] | None = None,
     ) -> None:
         self.master = master
         self.count = count
         self.policy = policy if policy is not None else RestartPolicy()
-        self.killTimeout = killTimeout
+        self.limits = limits if limits is not None else Limits()
         self.fatalError: str | None = None
+        self.state = State.starting
         self._reactor = reactor
         self._onFatal = onFatal
+        self._memoryOf = memoryOf if memoryOf is not None else residentMegabytes
         self._everUp = False
         self._upSince: dict[int, float] = {}
+        self._lastHeard: dict[int, float] = {}
+        self._pinging: set[int] = set()
         self._failures: dict[int, int] = {}
         self._bootFailures: dict[int, int] = {}
+        self._crashes: deque[float] = deque(maxlen=FLAPPING[0])
         self._pendingRestarts: list[IDelayedCall] = []
+        self._timers: dict[int, list[IDelayedCall]] = {}
+        # Workers being replaced or removed on purpose: their death is no crash.
+        self._retiring: set[int] = set()
+        # Replacements not yet up, and the Deferred their fate fires.
+        self._candidates: dict[int, Deferred[bool]] = {}
+        self._recycling: set[int] = set()
+        self._hung: set[int] = set()
+        self._immediate = False
+        self._watch = LoopingCall(self._checkWorkers)
+        self._watch.clock = reactor
         master.on("ready", self._workerReady)
         master.on("death", self._workerDied)
         master.on("listenError", self._listenError)
+
+    # The lifecycle
+
+    def _enter(self, state: State) -> bool:
+        if state is self.state:
+            return True
+        if state not in _TRANSITIONS[self.state]:
+            return False
+        self._log.info("Cluster {old} -> {new}", old=self.state.value, new=state.value)
+        self.state = state
+        return True
 
     def startService(self) -> None:
         super().startService()
@@ -66,39 +155,269 @@ class ClusterService(Service):
         )
         for _ in range(self.count):
             self._fork(failures=0, bootFailures=0)
+        interval = self._watchInterval()
+        if interval:
+            self._watch.start(interval, now=False)
+
+    def _watchInterval(self) -> float:
+        intervals = []
+        if self.limits.timeout:
+            intervals.append(min(self.limits.timeout / 3, 5.0))
+        if self.limits.maxMemory:
+            intervals.append(5.0)
+        return min(intervals, default=0.0)
 
     def stopService(self) -> Deferred[None]:
         """
-        Stop every worker (C{SIGTERM}, then C{SIGKILL} after C{killTimeout}
-        seconds) and close the shared sockets; fires when all are gone.
+        Stop every worker and close the shared sockets; fires when all are
+        gone.  Workers stop accepting at once and get C{gracefulTimeout}
+        seconds to finish (after L{stopNow}, C{killGrace} seconds and no
+        draining); the rest are killed.
         """
         super().stopService()
+        self._enter(State.stopping)
+        if self._watch.running:
+            self._watch.stop()
         for call in self._pendingRestarts:
             if call.active():
                 call.cancel()
         self._pendingRestarts.clear()
         workers = list(self.master.workers.values())
-        for worker in workers:
-            worker.kill("SIGTERM")
+        if self._immediate:
+            timeout = self.limits.killGrace
+            for worker in workers:
+                worker.kill("SIGTERM")
+        else:
+            timeout = self.limits.gracefulTimeout
+            for worker in workers:
+                worker.disconnect()
         deaths = DeferredList([w.whenDead() for w in workers])
-        killer = self._reactor.callLater(self.killTimeout, self._killAll, workers)
+        killer = self._reactor.callLater(timeout, self._killAll, workers, timeout)
 
         def stopped(_: object) -> None:
             if killer.active():
                 killer.cancel()
             self.master.listeners.close()
+            self._log.info("All workers have stopped")
 
         return deaths.addCallback(stopped)
 
-    def _killAll(self, workers: list[Worker]) -> None:
+    def stopNow(self) -> None:
+        """
+        Make the coming stop immediate: no draining.
+        """
+        self._immediate = True
+
+    def _killAll(self, workers: list[Worker], timeout: float) -> None:
         for worker in workers:
             if not worker.isDead():
                 self._log.warn(
                     "Worker {id} did not stop in {timeout}s; killing it",
                     id=worker.id,
-                    timeout=self.killTimeout,
+                    timeout=timeout,
                 )
                 worker.kill("SIGKILL")
+
+    # Scaling and reloading
+
+    def scaleUp(self) -> None:
+        """
+        One worker more.
+        """
+        if self.state not in (State.running, State.reloading):
+            return
+        self.count += 1
+        self._log.info("Scaling up to {count} workers", count=self.count)
+        self._fork(failures=0, bootFailures=0)
+
+    def scaleDown(self) -> None:
+        """
+        One worker fewer (never fewer than one), retired gracefully.
+        """
+        if self.state not in (State.running, State.reloading) or self.count <= 1:
+            return
+        self.count -= 1
+        self._log.info("Scaling down to {count} workers", count=self.count)
+        serving = self._serving()
+        if serving:
+            self._retire(serving[-1], "scaling down")
+
+    def reload(self) -> Deferred[bool]:
+        """
+        Replace every worker with a fresh one, C{reloadBatch} at a time, each
+        old one retired only once its replacement is up.  Fires C{True} when
+        done, C{False} if a replacement could not start (the old workers
+        that are left keep serving).
+        """
+        if self.state is not State.running:
+            self._log.warn(
+                "Not reloading: the cluster is {state}", state=self.state.value
+            )
+            return succeed(False)
+        self._enter(State.reloading)
+        old = self._serving()
+        self._log.info(
+            "Reloading: replacing {n} workers, {batch} at a time",
+            n=len(old),
+            batch=self.limits.reloadBatch,
+        )
+        done: Deferred[bool] = Deferred()
+
+        def nextBatch(ok: object = True) -> None:
+            if self.state is not State.reloading:
+                done.callback(False)
+                return
+            if ok is not True:
+                self._log.error("Reload aborted; the old workers go on serving")
+                self._enter(State.running)
+                done.callback(False)
+                return
+            batch = [w for w in old if not w.isDead()][: self.limits.reloadBatch]
+            for worker in batch:
+                old.remove(worker)
+            if not batch:
+                self._log.info("Reload done")
+                self._enter(State.running)
+                done.callback(True)
+                return
+            results = DeferredList([self._replace(w, "reload") for w in batch])
+            results.addCallback(lambda rs: nextBatch(all(ok for _, ok in rs)))
+
+        # Workers dying from here on are replaced in the usual way.
+        self._reactor.callLater(0, nextBatch)
+        return done
+
+    def _serving(self) -> list[Worker]:
+        """
+        The workers that are up and not on their way out, oldest first.
+        """
+        return [
+            w
+            for w in self.master.workers.values()
+            if w.id in self._upSince and w.id not in self._retiring
+        ]
+
+    def _replace(self, old: Worker, why: str) -> Deferred[bool]:
+        """
+        Start a replacement for C{old}; once it is up, retire C{old}.  Fires
+        with whether the replacement came up.
+        """
+        try:
+            new = self.master.fork()
+        except OSError as e:
+            self._log.error("Cannot start a replacement worker: {e}", e=e)
+            return succeed(False)
+        fate: Deferred[bool] = Deferred()
+        self._candidates[new.id] = fate
+        self._log.info(
+            "Worker {new} starting to replace worker {old} ({why})",
+            new=new.id,
+            old=old.id,
+            why=why,
+        )
+
+        def decided(up: bool) -> bool:
+            if up:
+                self._retire(old, why)
+            else:
+                reason = new.bootError or f"worker {new.id} exited before it started"
+                self._log.error(
+                    "Replacement worker {new} could not start: {reason}",
+                    new=new.id,
+                    reason=reason,
+                )
+            return up
+
+        return fate.addCallback(decided)
+
+    def _retire(self, worker: Worker, why: str) -> None:
+        if worker.id in self._retiring or worker.isDead():
+            return
+        self._log.info("Retiring worker {id} ({why})", id=worker.id, why=why)
+        self._retiring.add(worker.id)
+        self._cancelTimers(worker.id)
+        worker.disconnect()
+        killer = self._reactor.callLater(
+            self.limits.gracefulTimeout,
+            self._killAll,
+            [worker],
+            self.limits.gracefulTimeout,
+        )
+        worker.whenDead().addCallback(
+            lambda _: killer.cancel() if killer.active() else None
+        )
+
+    def _recycle(self, worker: Worker, why: str) -> None:
+        if worker.id in self._recycling or worker.id in self._retiring:
+            return
+        if self.state not in (State.running, State.reloading):
+            return
+        self._recycling.add(worker.id)
+        self._replace(worker, why)
+
+    # Watching the workers
+
+    def _checkWorkers(self) -> None:
+        now = self._reactor.seconds()
+        for worker in list(self.master.workers.values()):
+            if (
+                worker.id not in self._upSince
+                or worker.id in self._retiring | self._hung
+            ):
+                continue
+            if self.limits.timeout:
+                silent = now - self._lastHeard.get(worker.id, now)
+                if silent >= self.limits.timeout:
+                    self._hangs(worker, silent)
+                    continue
+                self._ping(worker)
+            if self.limits.maxMemory and worker.pid is not None:
+                megabytes = self._memoryOf(worker.pid)
+                if megabytes is not None and megabytes > self.limits.maxMemory:
+                    limit = self.limits.maxMemory
+                    why = f"{megabytes:.0f} MB resident, over {limit:g} MB"
+                    self._recycle(worker, why)
+
+    def _ping(self, worker: Worker) -> None:
+        if worker.id in self._pinging:
+            return
+        self._pinging.add(worker.id)
+
+        def answered(_: object) -> None:
+            self._pinging.discard(worker.id)
+            self._lastHeard[worker.id] = self._reactor.seconds()
+
+        def unanswered(_: object) -> None:
+            self._pinging.discard(worker.id)
+
+        worker.heartbeat().addCallbacks(answered, unanswered)
+
+    def _hangs(self, worker: Worker, silent: float) -> None:
+        self._log.error(
+            "Worker {id} (pid {pid}) has not answered heartbeats for {silent:.1f}s; "
+            "killing it (SIGABRT, then SIGKILL)",
+            id=worker.id,
+            pid=worker.pid,
+            silent=silent,
+        )
+        # From now on its death is a crash, to be replaced as usual.
+        self._hung.add(worker.id)
+        worker.kill("SIGABRT")
+        self._later(worker.id, self.limits.killGrace, worker.kill, "SIGKILL")
+
+    def _later(
+        self, workerId: int, delay: float, f: Callable[..., object], *a: object
+    ) -> None:
+        self._timers.setdefault(workerId, []).append(
+            self._reactor.callLater(delay, f, *a)
+        )
+
+    def _cancelTimers(self, workerId: int) -> None:
+        for call in self._timers.pop(workerId, []):
+            if call.active():
+                call.cancel()
+
+    # Births and deaths
 
     def _fork(self, failures: int, bootFailures: int) -> None:
         try:
@@ -111,8 +430,19 @@ class ClusterService(Service):
 
     def _workerReady(self, worker: Worker) -> None:
         self._everUp = True
-        self._upSince[worker.id] = self._reactor.seconds()
+        now = self._reactor.seconds()
+        self._upSince[worker.id] = now
+        self._lastHeard[worker.id] = now
         self._bootFailures[worker.id] = 0
+        if self.state is State.starting and len(self._upSince) >= self.count:
+            self._enter(State.running)
+        if self.limits.maxAge:
+            spread = 1 + self.limits.jitter * (2 * self.limits.random() - 1)
+            age = self.limits.maxAge * spread
+            self._later(worker.id, age, self._recycle, worker, f"older than {age:.0f}s")
+        fate = self._candidates.pop(worker.id, None)
+        if fate is not None:
+            fate.callback(True)
 
     def _workerDied(
         self, worker: Worker, exitCode: int | None, signal: str | None
@@ -120,7 +450,18 @@ class ClusterService(Service):
         upSince = self._upSince.pop(worker.id, None)
         failures = self._failures.pop(worker.id, 0)
         bootFailures = self._bootFailures.pop(worker.id, 0)
-        if not self.running or self.fatalError is not None:
+        self._lastHeard.pop(worker.id, None)
+        self._pinging.discard(worker.id)
+        self._recycling.discard(worker.id)
+        self._hung.discard(worker.id)
+        self._cancelTimers(worker.id)
+        retired = worker.id in self._retiring
+        self._retiring.discard(worker.id)
+        fate = self._candidates.pop(worker.id, None)
+        if fate is not None:
+            fate.callback(False)
+            return
+        if not self.running or self.state in (State.stopping, State.failed) or retired:
             return
         how = f"was killed by {signal}" if signal else f"exited with code {exitCode}"
         if upSince is None:
@@ -135,7 +476,15 @@ class ClusterService(Service):
                 n=bootFailures,
                 reason=reason,
             )
-        uptime = None if upSince is None else self._reactor.seconds() - upSince
+        now = self._reactor.seconds()
+        self._crashes.append(now)
+        if len(self._crashes) == FLAPPING[0] and now - self._crashes[0] <= FLAPPING[1]:
+            self._log.error(
+                "Workers are flapping: {n} deaths in {s:.1f}s; restarts back off",
+                n=FLAPPING[0],
+                s=now - self._crashes[0],
+            )
+        uptime = None if upSince is None else now - upSince
         failures = self.policy.failuresAfter(failures, uptime)
         delay = self.policy.delay(failures)
         self._log.warn(
@@ -156,11 +505,26 @@ class ClusterService(Service):
         self._fork(failures, bootFailures)
 
     def _listenError(self, worker: Worker, reason: str) -> None:
+        if worker.id in self._candidates:
+            return  # A reload's new worker: the old ones still hold the address.
         self._fatal(reason)
 
     def _fatal(self, reason: str) -> None:
         if self.fatalError is not None:
             return
         self.fatalError = reason
+        self._enter(State.failed)
         self._log.critical("Stopping the cluster: {reason}", reason=reason)
         self._onFatal(reason)
+
+
+def residentMegabytes(pid: int) -> float | None:
+    """
+    The resident set of process C{pid} in megabytes, or C{None} if unknown.
+    """
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)

@@ -9,6 +9,7 @@ services on the way out.  Its log goes to the master, as JSON on stdout.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import sys
 from typing import Any, NoReturn
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
     from twisted.internet import reactor
 
+    # A hung worker is sent SIGABRT first: this dumps where it is stuck.
+    faulthandler.enable()
     worker = thisWorker(reactor)
     ours: ILogObserver = jsonFileLogObserver(
         os.fdopen(1, "w", encoding="utf-8", closefd=False)

@@ -23,6 +23,7 @@ from ..commands import (
     BootFailed,
     ChannelFactory,
     Disconnect,
+    Heartbeat,
     Listen,
     ListenFailed,
     Message,
@@ -73,6 +74,10 @@ class WorkerChannel(amp.AMP):
     @Message.responder
     def message(self, data: bytes) -> dict[str, Any]:
         self._worker._message(data)
+        return {}
+
+    @Heartbeat.responder
+    def heartbeat(self) -> dict[str, Any]:
         return {}
 
     @Disconnect.responder

@@ -12,6 +12,7 @@ contract: it returns a listening port, or raises C{CannotListenError}.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -73,6 +74,24 @@ class _SharedTCPPort(tcp.Port):
             idle, self._idle = self._idle, []
             for d in idle:
                 d.callback(None)
+
+    def closeIdle(self) -> None:
+        """
+        Close the connections that are idle between requests (HTTP keep-alive)
+        and have the busy ones close once their response is done: a draining
+        worker should not wait for clients that may never send again.
+        """
+        http = sys.modules.get("twisted.web.http")
+        if http is None:
+            return
+        for connection in list(self._connections):
+            protocol = getattr(connection, "protocol", None)
+            protocol = getattr(protocol, "wrappedProtocol", protocol)  # TLS
+            if isinstance(protocol, http.HTTPChannel):
+                if protocol.requests:
+                    protocol.persistent = False
+                else:
+                    connection.loseConnection()  # type: ignore[attr-defined]
 
     def whenIdle(self) -> Deferred[None]:
         """
@@ -197,6 +216,7 @@ class SharedPorts:
             stopped = port.stopListening()
             waits.append(stopped if stopped is not None else succeed(None))
             if isinstance(port, _SharedTCPPort):
+                port.closeIdle()
                 waits.append(port.whenIdle())
         return DeferredList(waits).addCallback(lambda _: None)
 
