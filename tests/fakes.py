@@ -65,12 +65,12 @@ class FakeProcess:
         self.peer: WorkerPeer | None = None
         self.pump: iosim.IOPump | None = None
 
-    def signalProcess(self, name: str) -> None:
+    def signalProcess(self, number: int) -> None:
         from twisted.internet.error import ProcessExitedAlready
 
         if self.exited:
             raise ProcessExitedAlready()
-        self.signals.append(name)
+        self.signals.append(signals.Signals(number).name.removeprefix("SIG"))
 
     def exit(self, code: int | None = 0, signal: str | None = None) -> None:
         """

@@ -271,3 +271,55 @@ def workersAnswering(
 
 def iterLines(text: str) -> Iterator[str]:
     return (line for line in text.splitlines() if line.strip())
+
+
+def get(port: int, path: str = "/", timeout: float = 10.0) -> str:
+    """
+    One HTTP/1.0 request on a new connection; the body.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    head, _, body = data.decode().partition("\r\n\r\n")
+    if not head.startswith("HTTP/1.0 200") and not head.startswith("HTTP/1.1 200"):
+        raise OSError(f"bad answer: {head.splitlines()[:1]}")
+    return body
+
+
+class Load:
+    """
+    A steady stream of requests from a thread, one connection each, counting
+    answers by worker pid and failures, until stopped.
+    """
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        self.port = port
+        self.answers: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.answers.append(get(self.port))
+            except OSError as e:
+                self.failures.append(repr(e))
+
+    def pids(self, since: int = 0) -> set[int]:
+        return {int(a.split()[1]) for a in self.answers[since:]}

@@ -109,11 +109,14 @@ class Worker(EventEmitter):
         """
         Send C{signal} (a name such as C{"SIGKILL"}) to the worker's process.
         """
-        name = signal.upper().removeprefix("SIG")
+        name = "SIG" + signal.upper().removeprefix("SIG")
+        number = getattr(signals, name, None)
+        if not isinstance(number, signals.Signals):
+            raise ValueError(f"no such signal: {signal}")
         if self.process is None:
             return
         try:
-            self.process.signalProcess(name)
+            self.process.signalProcess(int(number))
         except ProcessExitedAlready:
             pass
 

@@ -1,0 +1,154 @@
+"""
+Graceful stop, rolling reload, scaling, hung workers and recycling, on real
+clusters under a steady stream of requests (contract section 4).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+from .support import APPS, Load, freePort, get, processExists, waitFor
+
+WEB = APPS / "web.tac"
+
+
+def start(cluster, tmp_path: Path, workers: int = 2, args=(), version: str = "v1"):
+    port = freePort()
+    versionFile = tmp_path / "version.txt"
+    versionFile.write_text(version)
+    c = cluster(
+        WEB,
+        workers=workers,
+        env={"PORT": str(port), "VERSION_FILE": str(versionFile)},
+        args=list(args),
+    )
+    waitFor(lambda: len(servingPids(port)) == workers, what=f"{workers} workers")
+    return c, port, versionFile
+
+
+def servingPids(port: int, tries: int = 60) -> set[int]:
+    pids = set()
+    for _ in range(tries):
+        try:
+            pids.add(int(get(port, timeout=2).split()[1]))
+        except OSError:
+            pass
+    return pids
+
+
+def test_gracefulStop(cluster, tmp_path: Path) -> None:
+    """
+    SIGTERM lets a 2 s request in flight complete; the master exits 0 and
+    leaves no worker.
+    """
+    c, port, _ = start(cluster, tmp_path)
+    workers = c.workerPids()
+    answer: list[str] = []
+    slow = threading.Thread(target=lambda: answer.append(get(port, "/slow?s=2")))
+    slow.start()
+    waitFor(lambda: "slow request started" in c.log(), what="the slow request")
+    c.signal(signal.SIGTERM)
+    assert c.wait(20) == 0
+    slow.join(5)
+    assert answer and answer[0].split()[2] == "v1"
+    assert not any(processExists(p) for p in workers)
+    assert "All workers have stopped" in c.log()
+
+
+def test_rollingReload(cluster, tmp_path: Path) -> None:
+    """
+    SIGHUP replaces every worker, loses no request, and the new workers run
+    the changed code.
+    """
+    c, port, versionFile = start(cluster, tmp_path)
+    old = set(c.workerPids())
+    with Load(port) as load:
+        waitFor(lambda: len(load.answers) > 20)
+        versionFile.write_text("v2")
+        c.signal(signal.SIGHUP)
+        waitFor(lambda: "Reload done" in c.log(), timeout=30, what="the reload")
+        waitFor(lambda: not set(c.workerPids()) & old, what="the old workers to go")
+        mark = len(load.answers)
+        waitFor(lambda: len(load.answers) > mark + 50)
+    assert load.failures == []
+    new = set(c.workerPids())
+    assert len(new) == 2 and not new & old
+    assert {a.split()[2] for a in load.answers[mark:]} == {"v2"}
+
+
+def test_brokenReloadKeepsOldWorkers(cluster, tmp_path: Path) -> None:
+    c, port, versionFile = start(cluster, tmp_path)
+    old = set(c.workerPids())
+    versionFile.unlink()  # the app now fails to load
+    c.signal(signal.SIGHUP)
+    waitFor(lambda: "Reload aborted" in c.log(), timeout=30, what="the abort")
+    assert "could not start" in c.log()
+    assert servingPids(port) == old
+    assert set(c.workerPids()) == old
+    assert c.process is not None and c.process.poll() is None
+
+
+def test_scaling(cluster, tmp_path: Path) -> None:
+    c, port, _ = start(cluster, tmp_path)
+    c.signal(signal.SIGTTIN)
+    waitFor(lambda: len(servingPids(port)) == 3, what="a third worker")
+    with Load(port) as load:
+        c.signal(signal.SIGTTOU)
+        waitFor(lambda: len(c.workerPids()) == 2, what="one fewer worker")
+        mark = len(load.answers)
+        waitFor(lambda: len(load.answers) > mark + 20)
+    assert load.failures == []
+    assert len(load.pids(mark)) == 2
+
+
+def test_hungWorkerReplaced(cluster, tmp_path: Path) -> None:
+    """
+    A worker stuck in a blocking call in a request handler is killed after
+    --timeout and replaced; the log says which and why.
+    """
+    c, port, _ = start(cluster, tmp_path, args=["--timeout", "2"])
+    before = set(c.workerPids())
+    stuck = threading.Thread(target=lambda: _ignore(lambda: get(port, "/block", 30)))
+    stuck.start()
+    waitFor(
+        lambda: "has not answered heartbeats" in c.log(), timeout=15, what="detection"
+    )
+    waitFor(lambda: len(set(c.workerPids()) - before) == 1, what="a replacement")
+    waitFor(lambda: len(servingPids(port)) == 2, what="two workers serving")
+    # SIGABRT first, so the stuck worker says where it was stuck.
+    assert "Fatal Python error: Aborted" in c.log()
+    assert "in render_GET" in c.log()
+
+
+def _ignore(f) -> None:
+    try:
+        f()
+    except OSError:
+        pass
+
+
+def test_maxAgeRecycles(cluster, tmp_path: Path) -> None:
+    c, port, _ = start(cluster, tmp_path, args=["--max-age", "2"])
+    first = set(c.workerPids())
+    with Load(port) as load:
+        waitFor(lambda: not set(c.workerPids()) & first, timeout=20, what="recycling")
+        mark = len(load.answers)
+        waitFor(lambda: len(load.answers) > mark + 20)
+    assert load.failures == []
+    assert "older than" in c.log()
+
+
+def test_maxMemoryRecycles(cluster, tmp_path: Path) -> None:
+    c, port, _ = start(cluster, tmp_path, args=["--max-memory", "150"])
+    with Load(port) as load:
+        fat = int(get(port, "/grow?mb=200").split()[1])
+        waitFor(
+            lambda: fat not in c.workerPids(), timeout=20, what="the fat worker to go"
+        )
+        mark = len(load.answers)
+        waitFor(lambda: len(load.answers) > mark + 20)
+    assert load.failures == []
+    assert "MB resident, over 150 MB" in c.log()
+    assert len(c.workerPids()) == 2
