@@ -141,7 +141,16 @@ class Cluster:
         return childrenOf(self.pid)
 
     def log(self) -> str:
-        return self.logPath.read_text() if self.logPath.exists() else ""
+        """
+        The whole log, including what twistd has rotated away (every 1 MB).
+        """
+        rotated = sorted(
+            self.tmp.glob(self.logPath.name + ".*"),
+            key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0,
+            reverse=True,
+        )
+        parts = [p.read_text() for p in [*rotated, self.logPath] if p.exists()]
+        return "".join(parts)
 
     def stderr(self) -> str:
         return self.errPath.read_text() if self.errPath.exists() else ""

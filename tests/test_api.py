@@ -239,7 +239,7 @@ def test_exampleDeath() -> None:
     finally:
         output = stopExample(process)
     assert "died (SIGKILL). restarting..." in output
-    assert not any(processExists(p) for p in workers)
+    waitFor(lambda: not any(processExists(p) for p in workers), timeout=5)
 
 
 def _parent(pid: int) -> int:
