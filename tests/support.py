@@ -332,3 +332,34 @@ class Load:
 
     def pids(self, since: int = 0) -> set[int]:
         return {int(a.split()[1]) for a in self.answers[since:]}
+
+
+def udpWorkersAnswering(port: int, count: int, timeout: float = 15.0) -> dict[str, int]:
+    """
+    Like L{workersAnswering} for UDP, in bursts of datagrams from many
+    sockets at once: one at a time, the worker that answered last is the
+    first awake for the next and may take them all.
+    """
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sockets = []
+        for _ in range(32):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(2)
+            s.connect(("127.0.0.1", port))
+            s.send(b"who?")
+            sockets.append(s)
+        for s in sockets:
+            try:
+                workerId = s.recv(1024).decode().split()[0]
+                seen[workerId] = seen.get(workerId, 0) + 1
+            except ConnectionRefusedError:
+                time.sleep(0.02)  # nobody listens yet; the deadline bounds this
+            except OSError:
+                pass
+            finally:
+                s.close()
+        if len(seen) >= count:
+            return seen
+    raise AssertionError(f"only workers {sorted(seen)} answered in {timeout}s")

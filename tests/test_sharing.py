@@ -11,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from .support import APPS, freePort, tcp, tls, udp, unix, waitFor, workersAnswering
+from .support import (
+    APPS,
+    freePort,
+    tcp,
+    tls,
+    udp,
+    udpWorkersAnswering,
+    unix,
+    waitFor,
+    workersAnswering,
+)
 
 LISTEN = APPS / "listen.tac"
 
@@ -64,7 +74,10 @@ def test_internetStyles(cluster, tmp_path: Path, pem: str, style: str) -> None:
     port = freePort(socket.SOCK_DGRAM if udpStyle else socket.SOCK_STREAM)
     env = {"LISTEN_STYLE": style, "LISTEN_PORT": str(port), "LISTEN_PEM": pem}
     c = cluster(LISTEN, workers=2, env=env)
-    seen = workersAnswering(STREAM_STYLES[style](port), 2)
+    if udpStyle:
+        seen = udpWorkersAnswering(port, 2)
+    else:
+        seen = workersAnswering(STREAM_STYLES[style](port), 2)
     assert set(seen) == {"1", "2"}
     assertOneSharedSocket(c, f"127.0.0.1:{port}")
     assert "Sharing" in c.log()

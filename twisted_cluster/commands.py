@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
 CHANNEL_FD = 3
 """The descriptor number of the worker's end of its channel."""
@@ -142,6 +143,20 @@ class Disconnect(amp.Command):
 
     arguments = []
     response = []
+
+
+class Channel(amp.AMP):
+    """
+    AMP between the master and one worker.  It does not log its connection
+    coming and going: the worker's lifecycle, logged by the master, says so.
+    """
+
+    def makeConnection(self, transport: Any) -> None:
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
 
 
 class ChannelFactory(Factory):

@@ -16,13 +16,13 @@ from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTer
 from twisted.internet.interfaces import IAddress, IProcessTransport, IReactorProcess
 from twisted.internet.protocol import ProcessProtocol, connectionDone
 from twisted.logger import Logger
-from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from ..commands import (
     CHANNEL_FD,
     LIFELINE_FD,
     BootFailed,
+    Channel,
     ChannelFactory,
     Disconnect,
     Heartbeat,
@@ -240,19 +240,30 @@ class Worker(EventEmitter):
     # The lifecycle's outputs
 
     def _emitOnline(self) -> None:
+        self._log.info("Worker {id} (pid {pid}) is online", id=self.id, pid=self.pid)
         self.emit("online")
         self._master.emit("online", self)
 
     def _emitListening(self, address: IAddress) -> None:
+        self._log.info(
+            "Worker {id} is listening on {address}", id=self.id, address=address
+        )
         self.emit("listening", address)
         self._master.emit("listening", self, address)
 
     def _emitDisconnect(self) -> None:
+        self._log.info("Worker {id} disconnected", id=self.id)
         self.emit("disconnect")
         self._master.emit("disconnect", self)
 
     def _emitDeath(self, exitCode: int | None, signal: str | None) -> None:
         self._logs.flush()
+        self._log.info(
+            "Worker {id} (pid {pid}) is dead: {how}",
+            id=self.id,
+            pid=self.pid,
+            how=f"killed by {signal}" if signal else f"exit code {exitCode}",
+        )
         self._master._forget(self)
         self.emit("death", exitCode, signal)
         self._master.emit("death", self, exitCode, signal)
@@ -261,7 +272,7 @@ class Worker(EventEmitter):
             waiter.callback(self)
 
 
-class MasterChannel(amp.AMP):
+class MasterChannel(Channel):
     """
     The master's end of a worker's channel.
     """

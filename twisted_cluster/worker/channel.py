@@ -21,6 +21,7 @@ from ..commands import (
     CHANNEL_FD,
     LIFELINE_FD,
     BootFailed,
+    Channel,
     ChannelFactory,
     Disconnect,
     Heartbeat,
@@ -43,7 +44,7 @@ class ChannelLost(Exception):
     """
 
 
-class WorkerChannel(amp.AMP):
+class WorkerChannel(Channel):
     """
     The AMP protocol on the worker's end of the channel.
     """

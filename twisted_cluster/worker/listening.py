@@ -25,6 +25,9 @@ from twisted.logger import Logger
 
 from ..master.listeners import ListenRequest
 
+IDLE_GRACE = 2.0
+"""Seconds an idle keep-alive connection of a draining worker stays open."""
+
 RequestSocket = Callable[[ListenRequest], tuple[int, int]]
 """Ask the master for the socket of a request: (descriptor, address family)."""
 
@@ -75,11 +78,12 @@ class _SharedTCPPort(tcp.Port):
             for d in idle:
                 d.callback(None)
 
-    def closeIdle(self) -> None:
+    def drain(self, idleGrace: float = IDLE_GRACE) -> None:
         """
-        Close the connections that are idle between requests (HTTP keep-alive)
-        and have the busy ones close once their response is done: a draining
-        worker should not wait for clients that may never send again.
+        Have HTTP connections close once their current response is done:
+        each later response says C{Connection: close}.  One that is idle
+        between requests is closed after C{idleGrace} seconds if it is still
+        idle: closing it at once races a request the client may be sending.
         """
         http = sys.modules.get("twisted.web.http")
         if http is None:
@@ -88,10 +92,9 @@ class _SharedTCPPort(tcp.Port):
             protocol = getattr(connection, "protocol", None)
             protocol = getattr(protocol, "wrappedProtocol", protocol)  # TLS
             if isinstance(protocol, http.HTTPChannel):
-                if protocol.requests:
-                    protocol.persistent = False
-                else:
-                    connection.loseConnection()  # type: ignore[attr-defined]
+                _closeAfterResponse(protocol)
+                clock: Any = self.reactor
+                clock.callLater(idleGrace, _closeIfIdle, protocol, connection)
 
     def whenIdle(self) -> Deferred[None]:
         """
@@ -126,6 +129,25 @@ class _SharedUNIXPort(_SharedTCPPort, unix.Port):
 
     def connectionLost(self, reason: Any) -> None:
         tcp.Port.connectionLost(self, reason)
+
+
+def _closeAfterResponse(channel: Any) -> None:
+    def checkPersistence(request: Any, version: bytes) -> bool:
+        request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+        return False
+
+    # Per connection, in place of HTTPChannel's own answer.
+    channel.checkPersistence = checkPersistence
+    for request in channel.requests:
+        if not request.startedWriting:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+    if channel.requests:
+        channel.persistent = False
+
+
+def _closeIfIdle(channel: Any, connection: Any) -> None:
+    if not channel.requests and connection.connected:
+        connection.loseConnection()
 
 
 class SharedPorts:
@@ -216,7 +238,7 @@ class SharedPorts:
             stopped = port.stopListening()
             waits.append(stopped if stopped is not None else succeed(None))
             if isinstance(port, _SharedTCPPort):
-                port.closeIdle()
+                port.drain()
                 waits.append(port.whenIdle())
         return DeferredList(waits).addCallback(lambda _: None)
 
