@@ -14,7 +14,6 @@ before the first.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import signal
@@ -27,15 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-TWISTD = str(Path(sys.executable).parent / "twistd")
-APP = ROOT / "examples" / "server.tac"
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from _cluster import exampleCluster, freePort
 
 
 def wrk(port: int) -> tuple[int, int]:
@@ -67,55 +58,32 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
     port = freePort()
-    with tempfile.TemporaryDirectory() as tmp:
-        master = subprocess.Popen(
-            [
-                TWISTD,
-                "-n",
-                "--pidfile=",
-                f"--logfile={tmp}/log",
-                "cluster",
-                "--app",
-                str(APP),
-                "-w",
-                str(options.workers),
-            ],
-            env={**os.environ, "PORT": str(port)},
-            cwd=tmp,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            step = options.seconds // (options.reloads + 1)
-            reloadAt = [step * (n + 1) for n in range(options.reloads)]
-            seconds = []
-            for second in range(options.seconds):
-                if second in reloadAt:
-                    threading.Timer(0.2, master.send_signal, [signal.SIGHUP]).start()
-                served, failed = wrk(port)
-                seconds.append((served, failed))
-                mark = " <- SIGHUP" if second in reloadAt else ""
-                print(
-                    f"second {second:2d}: {served:6d} served, {failed} failed{mark}",
-                    flush=True,
-                )
-            # twistd rotates its log every megabyte; read every piece.
-            log = "".join(p.read_text() for p in Path(tmp).glob("log*"))
-        finally:
-            master.send_signal(signal.SIGTERM)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        exampleCluster(port, options.workers, tmp) as master,
+    ):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
             try:
-                master.wait(40)
-            finally:
-                try:
-                    os.killpg(master.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        step = options.seconds // (options.reloads + 1)
+        reloadAt = [step * (n + 1) for n in range(options.reloads)]
+        seconds = []
+        for second in range(options.seconds):
+            if second in reloadAt:
+                threading.Timer(0.2, master.send_signal, [signal.SIGHUP]).start()
+            served, failed = wrk(port)
+            seconds.append((served, failed))
+            mark = " <- SIGHUP" if second in reloadAt else ""
+            print(
+                f"second {second:2d}: {served:6d} served, {failed} failed{mark}",
+                flush=True,
+            )
+        # twistd rotates its log every megabyte; read every piece.
+        log = "".join(p.read_text() for p in Path(tmp).glob("log*"))
     served = sum(s for s, _ in seconds)
     failed = sum(f for _, f in seconds)
     hups = set(reloadAt)

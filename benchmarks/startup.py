@@ -16,21 +16,10 @@ import os
 import signal
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-TWISTD = str(Path(sys.executable).parent / "twistd")
-APP = ROOT / "examples" / "server.tac"
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from _cluster import exampleCluster, freePort
 
 
 def who(port: int) -> tuple[str, int] | None:
@@ -61,23 +50,7 @@ def oneRound(port: int, workers: int, stableAfter: float) -> tuple[float, float]
     """Start a cluster, time its cold start, then one replacement."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.monotonic()
-        master = subprocess.Popen(
-            [
-                TWISTD,
-                "-n",
-                "--pidfile=",
-                f"--logfile={tmp}/log",
-                "cluster",
-                "--app",
-                str(APP),
-                "-w",
-                str(workers),
-            ],
-            env={**os.environ, "PORT": str(port)},
-            cwd=tmp,
-            start_new_session=True,
-        )
-        try:
+        with exampleCluster(port, workers, tmp, stopTimeout=0.0):
             pids: dict[str, int] = {}
             while len(pids) < workers:
                 answer = until(lambda: who(port))
@@ -94,9 +67,6 @@ def oneRound(port: int, workers: int, stableAfter: float) -> tuple[float, float]
 
             until(replaced)
             return cold, time.monotonic() - killed
-        finally:
-            os.killpg(master.pid, signal.SIGKILL)
-            master.wait()
 
 
 def main() -> None:

@@ -56,37 +56,35 @@ def processExists(pid: int) -> bool:
     return state != "Z"
 
 
+def _processes() -> Iterator[tuple[int, list[str]]]:
+    """
+    Every live process: its pid and the fields of /proc/PID/stat after its
+    name (state, ppid, pgrp, ...).
+    """
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            yield int(entry), fields
+
+
 def childrenOf(pid: int) -> list[int]:
     """
     The live processes whose parent is C{pid}.
     """
-    children = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            children.append(int(entry))
-    return children
+    return [child for child, fields in _processes() if int(fields[1]) == pid]
 
 
 def processGroup(pgid: int) -> list[int]:
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry))
-    return members
+    """
+    The live processes of process group C{pgid}.
+    """
+    return [member for member, fields in _processes() if int(fields[2]) == pgid]
 
 
 def freePort(kind: int = socket.SOCK_STREAM) -> int:
