@@ -142,11 +142,61 @@ def test_bigBytesRoundTrip(size: int) -> None:
 
 
 def test_messagesAreJSON() -> None:
-    from twisted_cluster.messages import decodeMessage, encodeMessage
+    from twisted_cluster.messages import encodeMessage
 
-    assert decodeMessage(encodeMessage({"a": [1, None, "é"]})) == {"a": [1, None, "é"]}
+    assert json.loads(encodeMessage({"a": [1, None, "é"]})) == {"a": [1, None, "é"]}
     with pytest.raises(TypeError, match="cannot send set"):
         encodeMessage({1, 2})
     with pytest.raises(TypeError):
         encodeMessage(float("nan"))
-    assert json.loads(encodeMessage("x")) == "x"
+
+
+def test_batchesPerTurnInOrder() -> None:
+    """
+    The messages sent in one turn travel as one batch; each send fires when
+    the batch is delivered; the next turn makes a new batch.
+    """
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import Clock
+
+    from twisted_cluster.messages import Batcher, decodeBatch
+
+    clock = Clock()
+    sent: list[tuple[bytes, Deferred]] = []
+
+    def deliver(batch: bytes) -> Deferred:
+        d: Deferred = Deferred()
+        sent.append((batch, d))
+        return d
+
+    batcher = Batcher(clock, deliver)
+    results = [batcher.send(n) for n in range(3)]
+    with pytest.raises(TypeError):
+        batcher.send(object())
+    assert sent == []
+    clock.advance(0)
+    assert [decodeBatch(b) for b, _ in sent] == [[0, 1, 2]]
+    assert not any(r.called for r in results)
+    sent[0][1].callback(None)
+    assert all(r.called for r in results)
+    batcher.send("next")
+    clock.advance(0)
+    assert decodeBatch(sent[1][0]) == ["next"]
+
+
+def test_batchFailureFailsEachSend() -> None:
+    from twisted.internet.task import Clock
+
+    from twisted_cluster.messages import Batcher
+
+    def deliver(batch: bytes):
+        raise ConnectionError("gone")
+
+    clock = Clock()
+    batcher = Batcher(clock, deliver)
+    results = [batcher.send(n) for n in range(2)]
+    clock.advance(0)
+    failures: list = []
+    for r in results:
+        r.addErrback(failures.append)
+    assert [f.check(ConnectionError) for f in failures] == [ConnectionError] * 2

@@ -118,10 +118,11 @@ class BootFailed(amp.Command):
 
 class Message(amp.Command):
     """
-    Either way: one JSON-encoded message.  The answer says it arrived.
+    Either way: a batch of messages, as one JSON array.  The answer says it
+    arrived.
     """
 
-    arguments = [(b"data", BigBytes())]
+    arguments = [(b"batch", BigBytes())]
     response = []
 
 

@@ -140,7 +140,7 @@ def scenario():
     w5 = cluster.fork(env={"EXTRA": "yes"})
     yield waitFor(w5, "listening")
     replies = []
-    cluster.on("message", lambda worker, message: replies.append(message))
+    w5.on("message", replies.append)  # before any other listener of w5
     got = waitFor(w5, "message")
     yield w5.send({"do": "env"})
     (message,) = yield got

@@ -33,7 +33,7 @@ from ..commands import (
     Ready,
 )
 from ..events import EventEmitter
-from ..messages import decodeMessage, encodeMessage
+from ..messages import Batcher, decodeBatch
 from .lifecycle import Lifecycle, lifecycleMachine
 from .listeners import BindError, ListenRequest
 from .logs import WorkerLogRelay
@@ -71,6 +71,7 @@ class Worker(EventEmitter):
         self.exitCode: int | None = None
         self.signal: str | None = None
         self._master = master
+        self._messages = Batcher(master._reactor, self._deliver)  # type: ignore[arg-type]
         self._channel: MasterChannel | None = None
         self._lifeline: int | None = None
         self._lifecycle: Lifecycle = lifecycleMachine(self)
@@ -99,11 +100,13 @@ class Worker(EventEmitter):
 
         @raise TypeError: if JSON cannot encode C{message}.
         """
-        data = encodeMessage(message)
+        return self._messages.send(message)
+
+    def _deliver(self, batch: bytes) -> Deferred[object]:
         if self._channel is None:
-            return fail(ConnectionError(f"worker {self.id} is not connected"))
-        d: Deferred[None] = self._channel.callRemote(Message, data=data)
-        return d.addCallback(lambda _: None)
+            raise ConnectionError(f"worker {self.id} is not connected")
+        d: Deferred[object] = self._channel.callRemote(Message, batch=batch)
+        return d
 
     def kill(self, signal: str = "SIGTERM") -> None:
         """
@@ -213,10 +216,10 @@ class Worker(EventEmitter):
     def _bootFailed(self, reason: str) -> None:
         self.bootError = reason
 
-    def _message(self, data: bytes) -> None:
-        message = decodeMessage(data)
-        self.emit("message", message)
-        self._master.emit("message", self, message)
+    def _receive(self, batch: bytes) -> None:
+        for message in decodeBatch(batch):
+            self.emit("message", message)
+            self._master.emit("message", self, message)
 
     def _listen(self, request: ListenRequest) -> socket.socket:
         sock = self._master._listenFor(self, request)
@@ -302,8 +305,8 @@ class MasterChannel(Channel):
         return {}
 
     @Message.responder
-    def message(self, data: bytes) -> dict[str, Any]:
-        self._worker._message(data)
+    def message(self, batch: bytes) -> dict[str, Any]:
+        self._worker._receive(batch)
         return {}
 
     @Listen.responder

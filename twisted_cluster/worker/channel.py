@@ -10,7 +10,7 @@ import socket
 import time
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost, ReactorNotRunning
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -33,7 +33,7 @@ from ..commands import (
 )
 from ..events import EventEmitter
 from ..master.listeners import ListenRequest
-from ..messages import decodeMessage, encodeMessage
+from ..messages import Batcher, decodeBatch
 from .lifeline import watchLifeline
 from .listening import SharedPorts
 
@@ -73,8 +73,8 @@ class WorkerChannel(Channel):
                 super().ampBoxReceived(box)
 
     @Message.responder
-    def message(self, data: bytes) -> dict[str, Any]:
-        self._worker._message(data)
+    def message(self, batch: bytes) -> dict[str, Any]:
+        self._worker._receive(batch)
         return {}
 
     @Heartbeat.responder
@@ -143,6 +143,7 @@ class ThisWorker(EventEmitter):
         self.exitedAfterDisconnect = False
         self._reactor = reactor
         self._channel = WorkerChannel(self)
+        self._messages = Batcher(reactor, self._deliver)
         self.ports = SharedPorts(reactor, self._requestSocket)
         self._disconnecting: Deferred[None] | None = None
 
@@ -186,11 +187,13 @@ class ThisWorker(EventEmitter):
 
         @raise TypeError: if JSON cannot encode C{message}.
         """
-        data = encodeMessage(message)
+        return self._messages.send(message)
+
+    def _deliver(self, batch: bytes) -> Deferred[object]:
         if self._channel.transport is None:
-            return fail(ChannelLost("not connected to the master"))
-        d: Deferred[None] = self._channel.callRemote(Message, data=data)
-        return d.addCallback(lambda _: None)
+            raise ChannelLost("not connected to the master")
+        d: Deferred[object] = self._channel.callRemote(Message, batch=batch)
+        return d
 
     def isConnected(self) -> bool:
         transport: Any = self._channel.transport
@@ -230,8 +233,9 @@ class ThisWorker(EventEmitter):
             raise OSError(str(e)) from None
         return answer["descriptor"], answer["family"]
 
-    def _message(self, data: bytes) -> None:
-        self.emit("message", decodeMessage(data))
+    def _receive(self, batch: bytes) -> None:
+        for message in decodeBatch(batch):
+            self.emit("message", message)
 
     def _channelLost(self) -> None:
         if self._disconnecting is None:
