@@ -43,6 +43,7 @@ def test_eventsInOrderOncePerWorker(tmp_path) -> None:
         backlog=5,
         mode=0o600,
         occurrence=0,
+        slot=-1,
     )
     assert worker.state == "listening"
     inWorkers = []

@@ -146,6 +146,7 @@ def test_bindFailureIsFatal(h: Harness, tmp_path) -> None:
             backlog=5,
             mode=0o600,
             occurrence=0,
+            slot=-1,
         )
     assert len(h.fatal) == 1
     assert "No such file or directory" in h.fatal[0]

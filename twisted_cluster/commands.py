@@ -83,6 +83,7 @@ class Listen(amp.Command):
         (b"backlog", amp.Integer()),
         (b"mode", amp.Integer()),
         (b"occurrence", amp.Integer()),
+        (b"slot", amp.Integer()),  # which worker slot's socket; -1: the asker's
     ]
     response = [(b"descriptor", amp.Descriptor()), (b"family", amp.Integer())]
     errors = {ListenFailed: b"LISTEN_FAILED"}
@@ -123,6 +124,26 @@ class Message(amp.Command):
     """
 
     arguments = [(b"batch", BigBytes())]
+    response = []
+
+
+class Adopt(amp.Command):
+    """
+    Master to worker: serve worker slot C{slot}'s sockets too, beside your
+    own (its worker has gone, or is leaving).  Answered once you do.
+    """
+
+    arguments = [(b"slot", amp.Integer())]
+    response = []
+
+
+class Release(amp.Command):
+    """
+    Master to worker: stop serving slot C{slot}'s sockets (its new worker
+    serves them now).
+    """
+
+    arguments = [(b"slot", amp.Integer())]
     response = []
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from .master.listeners import SCHEDULING
 from .master.master import Master
 from .master.restart import RestartPolicy
 from .master.supervisor import ClusterService, Limits
@@ -102,6 +103,13 @@ class Options(usage.Options):
             seconds,
         ],
         [
+            "scheduling",
+            None,
+            "reuseport",
+            "How connections reach workers: reuseport (a socket per worker, "
+            "balanced by the kernel; Linux) or shared (one socket).",
+        ],
+        [
             "reload-batch",
             None,
             1,
@@ -147,6 +155,9 @@ class Options(usage.Options):
         self["app"] = os.path.abspath(self["app"])
         if self["workers"] is None:
             self["workers"] = usableCPUs()
+        if self["scheduling"] not in SCHEDULING:
+            choices = ", ".join(SCHEDULING)
+            raise usage.UsageError(f"--scheduling must be one of {choices}")
         if self["master-hook"]:
             self["master-hook"] = loadHook(self["master-hook"])
 
@@ -210,6 +221,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         execArgv=["-m", "twisted_cluster.worker"],
         args=["--app", options["app"]],
         silent=True,
+        scheduling=options["scheduling"],
     )
     if options["master-hook"] is not None:
         options["master-hook"](cluster)

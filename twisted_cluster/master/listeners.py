@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.internet.abstract import isIPv6Address
@@ -67,10 +68,18 @@ class BindError(Exception):
     """
 
 
-def bind(request: ListenRequest) -> socket.socket:
+REUSEPORT = hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux")
+"""Whether the kernel spreads connections over sockets sharing a port
+(Linux does; BSDs accept the option but give each new connection to the
+last socket bound)."""
+
+
+def bind(request: ListenRequest, reusePort: bool = False) -> socket.socket:
     """
     Create a listening (or, for UDP, bound) non-blocking socket the way
-    Twisted's own C{listen*} would, or raise L{BindError}.
+    Twisted's own C{listen*} would, or raise L{BindError}.  With
+    C{reusePort}, further sockets may bind the same TCP port and the kernel
+    spreads connections over them.
     """
     try:
         if request.kind == "unix":
@@ -98,6 +107,8 @@ def bind(request: ListenRequest) -> socket.socket:
         if request.kind == "tcp":
             # As Twisted's tcp.Port does: rebinding right after a restart works.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reusePort:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         if request.kind == "unix":
             os.chmod(request.path, request.mode)
@@ -111,32 +122,62 @@ def bind(request: ListenRequest) -> socket.socket:
     return sock
 
 
+SCHEDULING = ("reuseport", "shared")
+"""The ways the master can spread connections over workers."""
+
+
 class Listeners:
     """
-    The sockets the master shares with its workers, by L{ListenRequest.key}.
+    The sockets the master shares with its workers.
+
+    With the C{shared} policy, every worker gets the one socket of an
+    address.  With C{reuseport} (Linux), each worker slot gets a TCP socket
+    of its own on the same port and the kernel spreads new connections evenly
+    over them, without the master touching any; a slot's socket outlives its
+    worker, so a replacement in that slot serves what queued meanwhile.  UNIX
+    and UDP addresses are shared either way.
     """
 
     _log = Logger()
 
-    def __init__(self) -> None:
+    def __init__(self, scheduling: str = "reuseport") -> None:
+        if scheduling not in SCHEDULING:
+            raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING)}")
+        if scheduling == "reuseport" and not REUSEPORT:
+            self._log.warn("SO_REUSEPORT does not balance here; sharing one socket")
+            scheduling = "shared"
+        self.scheduling = scheduling
         self._sockets: dict[tuple[object, ...], socket.socket] = {}
         self._paths: list[str] = []
 
-    def socketFor(self, request: ListenRequest) -> socket.socket:
+    def socketFor(self, request: ListenRequest, slot: int = 0) -> socket.socket:
         """
-        The shared socket for C{request}, bound now if this is its first
-        request.
+        The socket for C{request} in worker slot C{slot}, bound now if this
+        is its first request.
 
         @raise BindError: if it cannot be bound.
         """
-        key = request.key
+        perSlot = self.scheduling == "reuseport" and request.kind == "tcp"
+        if not perSlot:
+            slot = 0
+        key = (*request.key, slot)
         sock = self._sockets.get(key)
-        if sock is None:
-            sock = bind(request)
-            self._sockets[key] = sock
-            if request.kind == "unix":
-                self._paths.append(request.path)
-            self._log.info("Sharing {address}", address=describeSocket(sock))
+        if sock is not None:
+            return sock
+        if slot:
+            # Every slot binds the port the first one got (port 0 included).
+            port = self.socketFor(request, 0).getsockname()[1]
+            sock = bind(replace(request, port=port), reusePort=True)
+        else:
+            sock = bind(request, reusePort=perSlot)
+        self._sockets[key] = sock
+        if request.kind == "unix":
+            self._paths.append(request.path)
+        self._log.info(
+            "Sharing {address}{which}",
+            address=describeSocket(sock),
+            which=f" (slot {slot})" if perSlot else "",
+        )
         return sock
 
     def __len__(self) -> int:

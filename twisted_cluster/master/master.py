@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ..commands import WORKER_ID_ENV
 from ..events import EventEmitter
@@ -55,6 +56,8 @@ class Master(EventEmitter):
 
     @ivar workers: the live workers by id; a worker leaves it when its
         C{death} event fires.
+    @ivar stopping: whether the cluster is stopping: a worker that goes then
+        hands its slots to no one.
     """
 
     _log = Logger()
@@ -65,6 +68,7 @@ class Master(EventEmitter):
         self,
         reactor: IReactorProcess | None = None,
         environ: Mapping[str, str] | None = None,
+        scheduling: str = "reuseport",
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -75,7 +79,8 @@ class Master(EventEmitter):
         self._environ = environ if environ is not None else os.environ
         self.workers: dict[int, Worker] = {}
         self.settings = Settings()
-        self.listeners = Listeners()
+        self.listeners = Listeners(scheduling)
+        self.stopping = False
         self._lastId = 0
         report = reportFromEnvironment(self._environ)
         if report is not None:
@@ -87,10 +92,16 @@ class Master(EventEmitter):
         args: list[str] | None = None,
         execArgv: list[str] | None = None,
         silent: bool | None = None,
+        scheduling: str | None = None,
     ) -> None:
         """
-        Change what later forks run.
+        Change what later forks run; C{scheduling} (C{"reuseport"} or
+        C{"shared"}) only before any worker has listened.
         """
+        if scheduling is not None:
+            if len(self.listeners):
+                raise ValueError("scheduling cannot change once workers listen")
+            self.listeners = Listeners(scheduling)
         changes: dict[str, Any] = {}
         if silent is not None:
             changes["silent"] = silent
@@ -105,12 +116,18 @@ class Master(EventEmitter):
 
     setupPrimary = setupMaster
 
-    def fork(self, env: Mapping[str, str] | None = None) -> Worker:
+    def fork(
+        self, env: Mapping[str, str] | None = None, slot: int | None = None
+    ) -> Worker:
         """
         Start a worker; C{env} adds or overrides environment variables.
+
+        @param slot: the worker slot it serves (with the C{reuseport} policy,
+            which of the per-worker sockets it takes): by default the slot of
+            a worker that went, else a new one.
         """
         self._lastId += 1
-        worker = Worker(self, self._lastId)
+        worker = Worker(self, self._lastId, self._freeSlot() if slot is None else slot)
         environ = {**self._environ, **(env or {}), WORKER_ID_ENV: str(worker.id)}
         environ.pop(REPORT_FD_ENV, None)
         worker.spawn(
@@ -129,6 +146,7 @@ class Master(EventEmitter):
         Disconnect every worker; fires once all have exited and the master's
         listening sockets are closed.
         """
+        self.stopping = True
         d = gatherResults([w.disconnect() for w in list(self.workers.values())])
 
         def closed(_: object) -> None:
@@ -136,9 +154,51 @@ class Master(EventEmitter):
 
         return d.addCallback(closed)
 
-    def _listenFor(self, worker: Worker, request: ListenRequest) -> socket.socket:
+    def _freeSlot(self) -> int:
+        owned = {w.slots[0] for w in self.workers.values()}
+        held = {slot for w in self.workers.values() for slot in w.slots}
+        orphans = held - owned
+        if orphans:
+            return min(orphans)
+        return min(set(range(len(held) + 1)) - held)
+
+    def handOff(self, leaving: Worker) -> Deferred[None]:
+        """
+        Make sure each slot C{leaving} serves stays served: a worker that
+        stays adopts any that no other worker serves.  Fires once they do.
+        """
+        if self.listeners.scheduling != "reuseport" or self.stopping:
+            return succeed(None)
+        stayers = [
+            w
+            for w in self.workers.values()
+            if w is not leaving
+            and w.state == "listening"
+            and not w.exitedAfterDisconnect
+        ]
+        adoptions = []
+        for slot in leaving.slots:
+            if not stayers or any(slot in w.slots for w in stayers):
+                continue
+            heir = min(stayers, key=lambda w: len(w.slots))
+            adoptions.append(heir.adopt(slot))
+        return gatherResults(adoptions).addCallback(lambda _: None)
+
+    def _slotServed(self, worker: Worker) -> None:
+        # Its new owner listens: whoever stood in for it can let go.
+        for other in self.workers.values():
+            if other is not worker:
+                other.release(worker.slots[0]).addErrback(self._unheard, other)
+
+    def _unheard(self, failure: Failure, worker: Worker) -> None:
+        if not worker.isDead():
+            self._log.failure("Worker {id} did not answer", failure, id=worker.id)
+
+    def _listenFor(
+        self, worker: Worker, request: ListenRequest, slot: int
+    ) -> socket.socket:
         try:
-            return self.listeners.socketFor(request)
+            return self.listeners.socketFor(request, slot)
         except BindError as e:
             self._log.error("Worker {id}: {error}", id=worker.id, error=str(e))
             self.emit("listenError", worker, str(e))
@@ -146,3 +206,4 @@ class Master(EventEmitter):
 
     def _forget(self, worker: Worker) -> None:
         self.workers.pop(worker.id, None)
+        self.handOff(worker).addErrback(self._unheard, worker)

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from ..commands import (
     CHANNEL_FD,
     LIFELINE_FD,
+    Adopt,
     BootFailed,
     Channel,
     ChannelFactory,
@@ -31,6 +32,7 @@ from ..commands import (
     Message,
     Online,
     Ready,
+    Release,
 )
 from ..events import EventEmitter
 from ..messages import Batcher, decodeBatch
@@ -53,15 +55,18 @@ class Worker(EventEmitter):
     @ivar bootError: why it could not start, if it said.
     @ivar state: C{"none"}, C{"online"}, C{"listening"}, C{"disconnected"}
         or C{"dead"}; its lifecycle's state.
+    @ivar slots: the worker slots whose sockets it serves: its own first,
+        then any it adopted from a worker that went.
     @ivar ready: whether the application it runs has started (only a
         C{.tac} bootstrap says so).
     """
 
     _log = Logger()
 
-    def __init__(self, master: Master, workerId: int) -> None:
+    def __init__(self, master: Master, workerId: int, slot: int = 0) -> None:
         super().__init__()
         self.id = workerId
+        self.slots = [slot]
         self.state = "none"
         self.exitedAfterDisconnect = False
         self.bootError: str | None = None
@@ -122,6 +127,31 @@ class Worker(EventEmitter):
             self.process.signalProcess(int(number))
         except ProcessExitedAlready:
             pass
+
+    def adopt(self, slot: int) -> Deferred[None]:
+        """
+        Have the worker serve slot C{slot}'s sockets too.
+        """
+        if slot in self.slots:
+            return succeed(None)
+        if self._channel is None:
+            return fail(ConnectionError(f"worker {self.id} is not connected"))
+        self.slots.append(slot)
+        self._log.info("Worker {id} serves slot {slot} too", id=self.id, slot=slot)
+        d: Deferred[None] = self._channel.callRemote(Adopt, slot=slot)
+        return d.addCallback(lambda _: None)
+
+    def release(self, slot: int) -> Deferred[None]:
+        """
+        Have the worker stop serving slot C{slot} (not its own).
+        """
+        if slot not in self.slots[1:]:
+            return succeed(None)
+        self.slots.remove(slot)
+        if self._channel is None:
+            return succeed(None)
+        d: Deferred[None] = self._channel.callRemote(Release, slot=slot)
+        return d.addCallback(lambda _: None)
 
     def heartbeat(self) -> Deferred[None]:
         """
@@ -221,9 +251,11 @@ class Worker(EventEmitter):
             self.emit("message", message)
             self._master.emit("message", self, message)
 
-    def _listen(self, request: ListenRequest) -> socket.socket:
-        sock = self._master._listenFor(self, request)
-        self._lifecycle.listening(_addressOf(sock))
+    def _listen(self, request: ListenRequest, slot: int) -> socket.socket:
+        own = slot < 0
+        sock = self._master._listenFor(self, request, self.slots[0] if own else slot)
+        if own:
+            self._lifecycle.listening(_addressOf(sock))
         return sock
 
     def _channelLost(self) -> None:
@@ -251,6 +283,7 @@ class Worker(EventEmitter):
         self._log.info(
             "Worker {id} is listening on {address}", id=self.id, address=address
         )
+        self._master._slotServed(self)
         self.emit("listening", address)
         self._master.emit("listening", self, address)
 
@@ -319,10 +352,11 @@ class MasterChannel(Channel):
         backlog: int,
         mode: int,
         occurrence: int,
+        slot: int,
     ) -> dict[str, Any]:
         request = ListenRequest(kind, interface, port, path, backlog, mode, occurrence)
         try:
-            sock = self._worker._listen(request)
+            sock = self._worker._listen(request, slot)
         except BindError as e:
             raise ListenFailed(str(e)) from None
         # The socket stays open in the master, as the descriptor must until

@@ -176,6 +176,7 @@ class ClusterService(Service):
         """
         super().stopService()
         self._enter(State.stopping)
+        self.master.stopping = True
         if self._watch.running:
             self._watch.stop()
         for call in self._pendingRestarts:
@@ -303,7 +304,7 @@ class ClusterService(Service):
         with whether the replacement came up.
         """
         try:
-            new = self.master.fork()
+            new = self.master.fork(slot=old.slots[0])
         except OSError as e:
             self._log.error("Cannot start a replacement worker: {e}", e=e)
             return succeed(False)
@@ -336,7 +337,8 @@ class ClusterService(Service):
         self._log.info("Retiring worker {id} ({why})", id=worker.id, why=why)
         self._retiring.add(worker.id)
         self._cancelTimers(worker.id)
-        worker.disconnect()
+        # Its slots stay served: someone adopts any no one else serves.
+        self.master.handOff(worker).addBoth(lambda _: worker.disconnect())
         killer = self._reactor.callLater(
             self.limits.gracefulTimeout,
             self._killAll,

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from ..commands import (
     CHANNEL_FD,
     LIFELINE_FD,
+    Adopt,
     BootFailed,
     Channel,
     ChannelFactory,
@@ -30,12 +31,26 @@ from ..commands import (
     Message,
     Online,
     Ready,
+    Release,
 )
 from ..events import EventEmitter
 from ..master.listeners import ListenRequest
 from ..messages import Batcher, decodeBatch
 from .lifeline import watchLifeline
-from .listening import SharedPorts
+from .listening import MINE, SharedPorts
+
+
+def _listenArguments(request: ListenRequest, slot: int) -> dict[str, Any]:
+    return {
+        "kind": request.kind,
+        "interface": request.interface,
+        "port": request.port,
+        "path": request.path,
+        "backlog": request.backlog,
+        "mode": request.mode,
+        "occurrence": request.occurrence,
+        "slot": slot,
+    }
 
 
 class ChannelLost(Exception):
@@ -76,6 +91,16 @@ class WorkerChannel(Channel):
     def message(self, batch: bytes) -> dict[str, Any]:
         self._worker._receive(batch)
         return {}
+
+    @Adopt.responder
+    def adopt(self, slot: int) -> Deferred[dict[str, Any]] | dict[str, Any]:
+        if self._worker.isDisconnecting():
+            return {}  # Leaving: the master finds another heir next time.
+        return self._worker.ports.adopt(slot).addCallback(lambda _: {})
+
+    @Release.responder
+    def release(self, slot: int) -> Deferred[dict[str, Any]]:
+        return self._worker.ports.release(slot).addCallback(lambda _: {})
 
     @Heartbeat.responder
     def heartbeat(self) -> dict[str, Any]:
@@ -144,7 +169,7 @@ class ThisWorker(EventEmitter):
         self._reactor = reactor
         self._channel = WorkerChannel(self)
         self._messages = Batcher(reactor, self._deliver)
-        self.ports = SharedPorts(reactor, self._requestSocket)
+        self.ports = SharedPorts(reactor, self._requestSocket, self._requestSlot)
         self._disconnecting: Deferred[None] | None = None
 
     def connect(self) -> None:
@@ -195,6 +220,9 @@ class ThisWorker(EventEmitter):
         d: Deferred[object] = self._channel.callRemote(Message, batch=batch)
         return d
 
+    def isDisconnecting(self) -> bool:
+        return self._disconnecting is not None
+
     def isConnected(self) -> bool:
         transport: Any = self._channel.transport
         return transport is not None and bool(transport.connected)
@@ -219,19 +247,17 @@ class ThisWorker(EventEmitter):
     def _requestSocket(self, request: ListenRequest) -> tuple[int, int]:
         try:
             answer = self._channel.callSync(
-                Listen,
-                timeout=self.listenTimeout,
-                kind=request.kind,
-                interface=request.interface,
-                port=request.port,
-                path=request.path,
-                backlog=request.backlog,
-                mode=request.mode,
-                occurrence=request.occurrence,
+                Listen, timeout=self.listenTimeout, **_listenArguments(request, MINE)
             )
         except ListenFailed as e:
             raise OSError(str(e)) from None
         return answer["descriptor"], answer["family"]
+
+    def _requestSlot(
+        self, request: ListenRequest, slot: int
+    ) -> Deferred[tuple[int, int]]:
+        d = self._channel.callRemote(Listen, **_listenArguments(request, slot))
+        return d.addCallback(lambda answer: (answer["descriptor"], answer["family"]))
 
     def _receive(self, batch: bytes) -> None:
         for message in decodeBatch(batch):

@@ -29,7 +29,14 @@ IDLE_GRACE = 2.0
 """Seconds an idle keep-alive connection of a draining worker stays open."""
 
 RequestSocket = Callable[[ListenRequest], tuple[int, int]]
-"""Ask the master for the socket of a request: (descriptor, address family)."""
+"""Ask the master for this worker's socket for a request, at once:
+(descriptor, address family)."""
+
+RequestSlot = Callable[[ListenRequest, int], "Deferred[tuple[int, int]]"]
+"""Ask the master for a request's socket in another worker slot."""
+
+MINE = -1
+"""The slot of the worker asking."""
 
 
 class _Tracked:
@@ -158,10 +165,15 @@ class SharedPorts:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, requestSocket: RequestSocket) -> None:
+    def __init__(
+        self, reactor: Any, requestSocket: RequestSocket, requestSlot: RequestSlot
+    ) -> None:
         self._reactor = reactor
         self._requestSocket = requestSocket
+        self._requestSlot = requestSlot
         self._occurrences: dict[tuple[str, str], int] = {}
+        self._tcp: list[tuple[ListenRequest, ServerFactory]] = []
+        self._slots: dict[int, list[IListeningPort]] = {}
         self.ports: list[IListeningPort] = []
 
     def install(self) -> None:
@@ -182,6 +194,12 @@ class SharedPorts:
     ) -> IListeningPort:
         request = self._request("tcp", interface=interface, port=port, backlog=backlog)
         descriptor, family = self._socketFor(request)
+        self._tcp.append((request, factory))
+        return self._adoptTCP(descriptor, family, factory)
+
+    def _adoptTCP(
+        self, descriptor: int, family: int, factory: ServerFactory
+    ) -> IListeningPort:
         try:
             adopted = _SharedTCPPort._fromListeningDescriptor(
                 self._reactor, descriptor, family, factory
@@ -189,6 +207,40 @@ class SharedPorts:
         finally:
             os.close(descriptor)
         return self._start(adopted)
+
+    def adopt(self, slot: int) -> Deferred[None]:
+        """
+        Serve worker slot C{slot}'s TCP sockets too, with the factories this
+        worker's own listen calls gave.
+        """
+        if slot in self._slots:
+            return succeed(None)
+        ports = self._slots[slot] = []
+
+        def adoptOne(answer: tuple[int, int], factory: ServerFactory) -> None:
+            ports.append(self._adoptTCP(*answer, factory))
+
+        return DeferredList(
+            [
+                self._requestSlot(request, slot).addCallback(adoptOne, factory)
+                for request, factory in self._tcp
+            ],
+            fireOnOneErrback=True,
+            consumeErrors=True,
+        ).addCallback(lambda _: None)
+
+    def release(self, slot: int) -> Deferred[None]:
+        """
+        Stop serving slot C{slot}'s sockets; its own worker does now.
+        """
+        ports = self._slots.pop(slot, [])
+        for port in ports:
+            if port in self.ports:
+                self.ports.remove(port)
+        stopped = [port.stopListening() for port in ports]
+        return DeferredList([d for d in stopped if d is not None]).addCallback(
+            lambda _: None
+        )
 
     def listenUNIX(
         self,
