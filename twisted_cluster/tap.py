@@ -21,6 +21,7 @@ from .master.listeners import SCHEDULING
 from .master.master import Master
 from .master.restart import RestartPolicy
 from .master.supervisor import ClusterService, Limits
+from .worker.logging import RELAY, STDOUT
 
 
 def usableCPUs() -> int:
@@ -162,6 +163,23 @@ class Options(usage.Options):
             self["master-hook"] = loadHook(self["master-hook"])
 
 
+def workerLogTarget(runner: Any) -> str:
+    """
+    Where workers should log, given twistd's options: its standard output,
+    its log file, or (syslog, a custom logger, or not twistd) relayed.
+    """
+    try:
+        if runner["syslog"] or runner["logger"]:
+            return RELAY
+        logfile, nodaemon = runner["logfile"], runner["nodaemon"]
+    except (KeyError, TypeError):
+        return RELAY
+    if logfile == "-" or (nodaemon and not logfile):
+        return STDOUT
+    # twistd opens its log before it changes directory; so do the workers.
+    return os.path.abspath(logfile or "twistd.log")
+
+
 def loadHook(spec: str) -> Callable[[Any], object]:
     """
     Import the function C{package.module:function} names.
@@ -216,11 +234,14 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     from . import cluster
 
     master: Master = cluster.theMaster()
+    logTarget = workerLogTarget(getattr(options, "parent", None))
     master.setupMaster(
         exec="",
         execArgv=["-m", "twisted_cluster.worker"],
-        args=["--app", options["app"]],
-        silent=True,
+        args=["--app", options["app"], "--log-to", logTarget],
+        # Workers logging to the master's stdout share it; others pipe theirs
+        # to the master, which logs what they write outside their log.
+        silent=logTarget != STDOUT,
         scheduling=options["scheduling"],
     )
     if options["master-hook"] is not None:

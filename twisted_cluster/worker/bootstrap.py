@@ -21,13 +21,13 @@ from twisted.logger import (
     Logger,
     globalLogBeginner,
     globalLogPublisher,
-    jsonFileLogObserver,
 )
 from twisted.python import log as legacyLog
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from . import thisWorker
+from .logging import RELAY, workerObserver
 
 _log = Logger(namespace="twisted_cluster.worker")
 
@@ -94,6 +94,11 @@ def _oneLine(e: BaseException) -> str:
 def main(argv: list[str] | None = None) -> NoReturn:
     parser = argparse.ArgumentParser(prog="python -m twisted_cluster.worker")
     parser.add_argument("--app", required=True, help="the .tac file to run")
+    parser.add_argument(
+        "--log-to",
+        default=RELAY,
+        help="where the log goes: relay (to the master), stdout, or a file's path",
+    )
     options = parser.parse_args(argv)
 
     from twisted.internet import reactor
@@ -101,9 +106,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     # A hung worker is sent SIGABRT first: this dumps where it is stuck.
     faulthandler.enable()
     worker = thisWorker(reactor)
-    ours: ILogObserver = jsonFileLogObserver(
-        os.fdopen(1, "w", encoding="utf-8", closefd=False)
-    )
+    ours = workerObserver(options.log_to, worker.id)
     globalLogBeginner.beginLoggingTo([ours], redirectStandardIO=True)
     # As twistd does, so a .tac can import modules beside it.
     sys.path.insert(0, os.path.abspath(os.getcwd()))

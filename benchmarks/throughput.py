@@ -1,0 +1,231 @@
+"""
+Throughput and balance: one plain Twisted process against our cluster with 1
+and N workers under each scheduling policy, and Node's cluster when node is
+installed, interleaved over several rounds on the same hello world.
+
+    .venv/bin/python benchmarks/throughput.py [--rounds 3] [--seconds 5]
+
+Prints each run, then per setup the median req/s, its ratio to the plain
+Twisted process of the same rounds, the per-worker split (max/min requests,
+median and worst round), and memory (resident MB of each worker and the
+master, read at the end of a run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from _cluster import APP, TWISTD, freePort
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Setup:
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    workers: int = 1
+    runs: list[tuple[float, float]] = field(default_factory=list)  # req/s, max/min
+    memory: list[tuple[float, list[float]]] = field(default_factory=list)
+
+
+def setups(workers: int) -> list[Setup]:
+    cluster = [
+        TWISTD,
+        "-n",
+        "--pidfile=",
+        "--logfile={log}",
+        "cluster",
+        "--app",
+        str(APP),
+    ]
+    found = [
+        Setup(
+            "twistd -ny (one process)",
+            [TWISTD, "-n", "--pidfile=", "--logfile={log}", "-y", str(APP)],
+        ),
+        Setup("cluster, 1 worker", [*cluster, "-w", "1"]),
+    ]
+    for policy in ("reuseport", "shared"):
+        found.append(
+            Setup(
+                f"cluster, {workers} workers, {policy}",
+                [*cluster, "-w", str(workers), "--scheduling", policy],
+                workers=workers,
+            )
+        )
+    if shutil.which("node"):
+        script = str(HERE / "node_server.js")
+        found.append(Setup("node, one process", ["node", script], {"WORKERS": "0"}))
+        found.append(
+            Setup(
+                f"node cluster, {workers} workers",
+                ["node", script],
+                {"WORKERS": str(workers)},
+                workers=workers,
+            )
+        )
+    return found
+
+
+def resident(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def descendants(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+@contextmanager
+def running(setup: Setup, port: int, tmp: str) -> Iterator[subprocess.Popen[bytes]]:
+    argv = [a.replace("{log}", f"{tmp}/log") for a in setup.argv]
+    process = subprocess.Popen(
+        argv,
+        env={**os.environ, **setup.env, "PORT": str(port)},
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit(f"{setup.name} did not start") from None
+                time.sleep(0.05)
+        yield process
+    finally:
+        children = descendants(process.pid)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+        for pid in [process.pid, *children]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.wait()
+
+
+def wrk(port: int, seconds: int, connections: int) -> tuple[float, dict[str, int]]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "-s",
+            str(HERE / "count.lua"),
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    counts = {w: int(n) for w, n in re.findall(r"COUNT (\S+) (\d+)", out)}
+    return rate, counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=50)
+    options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+    all_ = setups(options.workers)
+    for n in range(options.rounds):
+        for setup in all_:
+            port = freePort()
+            with (
+                tempfile.TemporaryDirectory() as tmp,
+                running(setup, port, tmp) as process,
+            ):
+                wrk(port, 1, options.connections)  # warm up
+                rate, counts = wrk(port, options.seconds, options.connections)
+                workers = (
+                    descendants(process.pid)
+                    if setup.workers > 1 or "cluster" in setup.name
+                    else []
+                )
+                if workers:
+                    setup.memory.append(
+                        (resident(process.pid), [resident(p) for p in workers])
+                    )
+                else:
+                    setup.memory.append((0.0, [resident(process.pid)]))
+            split = (
+                max(counts.values()) / max(1, min(counts.values()))
+                if len(counts) >= setup.workers
+                else float("inf")
+            )
+            setup.runs.append((rate, split))
+            print(
+                f"round {n + 1}: {setup.name:34s} {rate:9.0f} req/s  split {counts}",
+                flush=True,
+            )
+    base = statistics.median(r for r, _ in all_[0].runs)
+    print()
+    columns = [
+        "req/s",
+        "vs twistd",
+        "max/min (median, worst)",
+        "RSS MB worker / master",
+    ]
+    widths = [9, 9, 24, 24]
+    print(
+        f"{'setup':34s} "
+        + " ".join(f"{c:>{w}s}" for c, w in zip(columns, widths, strict=True))
+    )
+    for setup in all_:
+        rate = statistics.median(r for r, _ in setup.runs)
+        splits = [s for _, s in setup.runs]
+        split = (
+            f"{statistics.median(splits):.2f}, {max(splits):.2f}"
+            if setup.workers > 1
+            else "-"
+        )
+        master, workers = setup.memory[-1]
+        memory = (
+            f"{max(workers):.1f} / {master:.1f}" if master else f"{max(workers):.1f}"
+        )
+        ratio = rate / base
+        print(f"{setup.name:34s} {rate:9.0f} {ratio:9.2f} {split:>24s} {memory:>24s}")
+
+
+if __name__ == "__main__":
+    main()
