@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make run    install into .venv and serve examples/server.tac on every CPU
 #   make test   install into .venv (with test tools) and run lint, types and tests
+#   make bench  every benchmark (installs wrk from Debian if missing; node is optional)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -27,6 +28,14 @@ lint: install
 
 test: lint
 	$(BIN)/pytest -p no:cacheprovider
+
+# Every benchmark, in one run; figures go in benchmarks/RESULTS.md by hand.
+bench: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python benchmarks/throughput.py --rounds 3 --seconds 5
+	$(BIN)/python benchmarks/startup.py --rounds 5
+	$(BIN)/python benchmarks/messages.py --count 20000
+	$(BIN)/python benchmarks/reload.py --seconds 30 --reloads 4
 
 clean:
 	rm -rf $(VENV) build *.egg-info
