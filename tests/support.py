@@ -111,7 +111,11 @@ class Cluster:
         self.logPath = tmp / "cluster.log"
         self.errPath = tmp / "cluster.err"
         argv = [TWISTD, "-n", "--pidfile=", f"--logfile={self.logPath}", "cluster"]
-        argv += ["--app", str(app), "--workers", str(workers), *(args or [])]
+        args = list(args or [])
+        if "--spares" not in args:
+            # Most tests count worker processes; the spare tests ask for one.
+            args += ["--spares", "0"]
+        argv += ["--app", str(app), "--workers", str(workers), *args]
         self.argv = argv
         self.env = {**os.environ, **(env or {})}
         self.env.pop("TWISTED_CLUSTER_WORKER_ID", None)
@@ -254,26 +258,28 @@ def firstWord(answer: str) -> str:
 def workersAnswering(
     connect: Callable[[], socket.socket],
     count: int,
-    attempts: int = 400,
+    timeout: float = 15.0,
     who: Callable[[str], str] = firstWord,
 ) -> dict[str, int]:
     """
-    Make new connections until C{count} different workers have answered;
-    return how many answers each worker id gave.
+    Make new connections until C{count} different workers have answered
+    (a worker still starting may not yet listen); return how many answers
+    each worker id gave.
     """
     seen: dict[str, int] = {}
-    for _ in range(attempts):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
             answer = ask(connect)
         except OSError:
-            time.sleep(0.02)
+            time.sleep(0.02)  # nobody listens yet; the deadline bounds this
             continue
         if answer:
             workerId = who(answer)
             seen[workerId] = seen.get(workerId, 0) + 1
             if len(seen) >= count:
                 return seen
-    raise AssertionError(f"only workers {sorted(seen)} answered in {attempts} tries")
+    raise AssertionError(f"only workers {sorted(seen)} answered in {timeout}s")
 
 
 def iterLines(text: str) -> Iterator[str]:

@@ -5,11 +5,12 @@ clusters under a steady stream of requests (contract section 4).
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
 
-from .support import APPS, Load, freePort, get, processExists, waitFor
+from .support import APPS, Load, ask, freePort, get, processExists, tcp, waitFor
 
 WEB = APPS / "web.tac"
 
@@ -28,11 +29,16 @@ def start(cluster, tmp_path: Path, workers: int = 2, args=(), version: str = "v1
     return c, port, versionFile
 
 
-def servingPids(port: int, tries: int = 60) -> set[int]:
+def servingPids(port: int, tries: int = 60, path: str | None = "/") -> set[int]:
+    """
+    The pids that answer C{tries} new connections: over HTTP, or (with no
+    C{path}) from the greeting of tests/apps/listen.tac.
+    """
     pids = set()
     for _ in range(tries):
         try:
-            pids.add(int(get(port, timeout=2).split()[1]))
+            answer = get(port, path, timeout=2) if path else ask(tcp(port))
+            pids.add(int(answer.split()[1]))
         except OSError:
             pass
     return pids
@@ -152,3 +158,34 @@ def test_maxMemoryRecycles(cluster, tmp_path: Path) -> None:
     assert load.failures == []
     assert "MB resident, over 150 MB" in c.log()
     assert len(c.workerPids()) == 2
+
+
+def test_spareReplacesKilledWorker(cluster, tmp_path: Path) -> None:
+    """
+    With a warm spare, a killed worker's place is taken by the spare, which
+    had loaded the app already; no request fails, and a new spare follows.
+    """
+    c, port, _ = start(cluster, tmp_path, args=["--spares", "1"])
+    waitFor(lambda: "Worker 3 (pid" in c.log(), what="the spare to be online")
+    spare = int(c.log().split("Worker 3 (pid ")[1].split(")")[0])
+    serving = servingPids(port)
+    assert spare not in serving
+    with Load(port) as load:
+        os.kill(min(serving), signal.SIGKILL)
+        waitFor(lambda: spare in load.pids(), what="the spare to serve")
+        waitFor(lambda: "Worker 4 (pid" in c.log(), what="a new spare")
+        mark = len(load.answers)
+        waitFor(lambda: len(load.answers) > mark + 20)
+    assert load.failures == []
+    assert "Spare worker 3 takes slot" in c.log()
+    assert len(c.workerPids()) == 3  # two serving, one spare
+
+
+def test_appListeningWhileLoadingHasNoSpare(cluster, tmp_path: Path) -> None:
+    port = freePort()
+    env = {"LISTEN_STYLE": "endpoint-tcp", "LISTEN_PORT": str(port)}
+    c = cluster(APPS / "listen.tac", workers=2, env=env, args=["--spares", "1"])
+    waitFor(lambda: "cannot wait as a warm spare" in c.log(), what="the warning")
+    waitFor(lambda: len(c.workerPids()) == 2, what="the spare to go")
+    assert len(servingPids(port, path=None)) == 2
+    assert c.process is not None and c.process.poll() is None

@@ -29,7 +29,7 @@ class Harness:
             self.reactor,
             onFatal=self.fatal.append,
             policy=self.policy,
-            limits=limits or Limits(gracefulTimeout=5.0, timeout=0),
+            limits=limits or Limits(gracefulTimeout=5.0, timeout=0, spares=0),
             memoryOf=self.memory.get,
         )
 
@@ -270,7 +270,7 @@ def run(h: Harness, seconds: float) -> None:
 
 
 def test_hungWorkerKilledAndReplaced() -> None:
-    h = Harness(limits=Limits(timeout=3.0, killGrace=5.0))
+    h = Harness(limits=Limits(timeout=3.0, killGrace=5.0, spares=0))
     bootAll(h)
     run(h, h.policy.stableAfter)
     assert all(p.signals == [] for p in h.reactor.processes)
@@ -286,7 +286,9 @@ def test_hungWorkerKilledAndReplaced() -> None:
 
 
 def test_maxAgeRecyclesWithJitter() -> None:
-    h = Harness(limits=Limits(maxAge=100.0, jitter=0.1, timeout=0, random=lambda: 0.5))
+    h = Harness(
+        limits=Limits(maxAge=100.0, jitter=0.1, timeout=0, random=lambda: 0.5, spares=0)
+    )
     bootAll(h)
     h.reactor.advance(99.0)  # random() == 0.5: no jitter either way
     assert len(h.reactor.processes) == 2
@@ -300,7 +302,7 @@ def test_maxAgeRecyclesWithJitter() -> None:
 
 
 def test_maxMemoryRecycles() -> None:
-    h = Harness(limits=Limits(maxMemory=50.0, timeout=0))
+    h = Harness(limits=Limits(maxMemory=50.0, timeout=0, spares=0))
     bootAll(h)
     h.memory[h.reactor.processes[0].pid] = 80.0
     h.memory[h.reactor.processes[1].pid] = 20.0
@@ -326,3 +328,48 @@ def test_flappingIsLogged(h: Harness) -> None:
     finally:
         globalLogPublisher.removeObserver(seen.append)
     assert any("flapping" in e.get("log_format", "") for e in seen)
+
+
+def test_spareTakesOverAtOnce() -> None:
+    """
+    Once the cluster runs, a spare loads the app and waits; a dead worker's
+    slot goes to it, and a new spare follows.
+    """
+    h = Harness(limits=Limits(timeout=0, spares=1))
+    bootAll(h)
+    assert len(h.reactor.processes) == 3
+    spare = h.reactor.processes[2]
+    assert spare.env["TWISTED_CLUSTER_STANDBY"] == "1"
+    spare.call(Online)
+    h.reactor.advance(h.policy.stableAfter)
+    h.reactor.processes[0].exit(signal="SIGKILL")
+    spare.pump.flush()
+    assert spare.peer.received[-1] == "Start"
+    assert len(h.reactor.processes) == 3  # no cold start
+    spare.call(Ready)
+    h.reactor.advance(1.0)
+    assert len(h.reactor.processes) == 4  # the next spare
+    assert h.reactor.processes[3].env["TWISTED_CLUSTER_STANDBY"] == "1"
+
+
+def test_reloadReplacesSpares() -> None:
+    h = Harness(limits=Limits(timeout=0, spares=1))
+    bootAll(h)
+    spare = h.reactor.processes[2]
+    h.service.reload()
+    assert spare.signals == ["TERM"]
+    spare.exit(code=0)
+    assert not h.fatal
+
+
+def test_sparesDyingTurnSparesOff() -> None:
+    h = Harness(limits=Limits(timeout=0, spares=1))
+    bootAll(h)
+    for _ in range(3):
+        spare = h.reactor.processes[-1]
+        spare.call(Online)
+        spare.call(BootFailed, reason="broken")
+        spare.exit(code=1)
+        h.reactor.advance(60)
+    assert len(h.reactor.processes) == 5  # 2 workers, 3 spares, no more
+    assert not h.fatal

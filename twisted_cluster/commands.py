@@ -127,6 +127,20 @@ class Message(amp.Command):
     response = []
 
 
+STANDBY_ENV = "TWISTED_CLUSTER_STANDBY"
+"""Set for a spare: it loads the app, then waits for L{Start}."""
+
+
+class Start(amp.Command):
+    """
+    Master to a spare worker: start the app you have loaded, in slot
+    C{slot}.  Answered at once; L{Ready} follows when the app has started.
+    """
+
+    arguments = [(b"slot", amp.Integer())]
+    response = []
+
+
 class Adopt(amp.Command):
     """
     Master to worker: serve worker slot C{slot}'s sockets too, beside your

@@ -44,6 +44,16 @@ def positiveInt(value: str) -> int:
 positiveInt.coerceDoc = "A whole number, at least 1."  # type: ignore[attr-defined]
 
 
+def nonNegativeInt(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must be at least 0, not {number}")
+    return number
+
+
+nonNegativeInt.coerceDoc = "A whole number, at least 0."  # type: ignore[attr-defined]
+
+
 def seconds(value: str) -> float:
     number = float(value)
     if not number >= 0:
@@ -102,6 +112,14 @@ class Options(usage.Options):
             "Recycle a worker whose resident set exceeds this many megabytes "
             "(0: no limit).",
             seconds,
+        ],
+        [
+            "spares",
+            None,
+            1,
+            "Warm spare workers: loaded and waiting, each replaces a dead worker "
+            "(or adds one) in moments.",
+            nonNegativeInt,
         ],
         [
             "scheduling",
@@ -271,6 +289,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         maxAge=options["max-age"],
         maxMemory=options["max-memory"],
         reloadBatch=options["reload-batch"],
+        spares=options["spares"],
     )
     service = ClusterService(
         master, options["workers"], reactor, onFatal=fatal, policy=policy, limits=limits

@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..commands import WORKER_ID_ENV
+from ..commands import STANDBY_ENV, WORKER_ID_ENV
 from ..events import EventEmitter
 from .listeners import BindError, Listeners, ListenRequest
 from .process import Worker
@@ -155,8 +155,8 @@ class Master(EventEmitter):
         return d.addCallback(closed)
 
     def _freeSlot(self) -> int:
-        owned = {w.slots[0] for w in self.workers.values()}
-        held = {slot for w in self.workers.values() for slot in w.slots}
+        owned = {w.slots[0] for w in self.workers.values() if not w.standby}
+        held = {slot for w in self.workers.values() for slot in w.slots if slot >= 0}
         orphans = held - owned
         if orphans:
             return min(orphans)
@@ -178,11 +178,18 @@ class Master(EventEmitter):
         ]
         adoptions = []
         for slot in leaving.slots:
-            if not stayers or any(slot in w.slots for w in stayers):
+            if slot < 0 or not stayers or any(slot in w.slots for w in stayers):
                 continue
             heir = min(stayers, key=lambda w: len(w.slots))
             adoptions.append(heir.adopt(slot))
         return gatherResults(adoptions).addCallback(lambda _: None)
+
+    def spare(self, env: Mapping[str, str] | None = None) -> Worker:
+        """
+        Start a spare: a worker that loads the app, then waits until
+        L{Worker.start} gives it a slot, so that it serves within moments.
+        """
+        return self.fork({**(env or {}), STANDBY_ENV: "1"}, slot=-1)
 
     def _slotServed(self, worker: Worker) -> None:
         # Its new owner listens: whoever stood in for it can let go.

@@ -33,6 +33,7 @@ from ..commands import (
     Online,
     Ready,
     Release,
+    Start,
 )
 from ..events import EventEmitter
 from ..messages import Batcher, decodeBatch
@@ -127,6 +128,23 @@ class Worker(EventEmitter):
             self.process.signalProcess(int(number))
         except ProcessExitedAlready:
             pass
+
+    @property
+    def standby(self) -> bool:
+        """
+        Whether it is a spare that has not been told to start.
+        """
+        return self.slots[0] < 0
+
+    def start(self, slot: int) -> Deferred[None]:
+        """
+        Tell a spare to start its app, serving slot C{slot}.
+        """
+        if self._channel is None:
+            return fail(ConnectionError(f"worker {self.id} is not connected"))
+        self.slots = [slot]
+        d: Deferred[None] = self._channel.callRemote(Start, slot=slot)
+        return d.addCallback(lambda _: None)
 
     def adopt(self, slot: int) -> Deferred[None]:
         """
@@ -252,6 +270,9 @@ class Worker(EventEmitter):
             self._master.emit("message", self, message)
 
     def _listen(self, request: ListenRequest, slot: int) -> socket.socket:
+        if self.standby:
+            self._master.emit("standbyListen", self)
+            raise BindError("a spare worker may not listen before it is started")
         own = slot < 0
         sock = self._master._listenFor(self, request, self.slots[0] if own else slot)
         if own:

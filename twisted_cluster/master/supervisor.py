@@ -41,6 +41,9 @@ class Limits:
     @ivar reloadBatch: how many workers a reload replaces at a time.
     @ivar killGrace: seconds between SIGABRT and SIGKILL for a hung worker,
         and between SIGTERM and SIGKILL on an immediate stop.
+    @ivar spares: how many warm spares to keep: workers that have loaded the
+        app and wait, so that one replaces a dead worker (or adds one) in
+        moments rather than a Python start-up.
     """
 
     gracefulTimeout: float = 30.0
@@ -50,6 +53,7 @@ class Limits:
     jitter: float = 0.1
     reloadBatch: int = 1
     killGrace: float = 5.0
+    spares: int = 1
     random: Callable[[], float] = field(default=random.random, compare=False)
 
 
@@ -75,6 +79,9 @@ _TRANSITIONS = {
 }
 
 FLAPPING = (5, 10.0)
+
+SPARE_FAILURES = 3
+"""Spares dying unused this many times in a row turn spares off."""
 """So many crashes within so many seconds are worth a louder word."""
 
 
@@ -129,11 +136,15 @@ class ClusterService(Service):
         self._recycling: set[int] = set()
         self._hung: set[int] = set()
         self._immediate = False
+        self._spares: list[Worker] = []
+        self._spareFailures = 0
+        self._sparesOff = self.limits.spares <= 0
         self._watch = LoopingCall(self._checkWorkers)
         self._watch.clock = reactor
         master.on("ready", self._workerReady)
         master.on("death", self._workerDied)
         master.on("listenError", self._listenError)
+        master.on("standbyListen", self._standbyListens)
 
     # The lifecycle
 
@@ -256,6 +267,7 @@ class ClusterService(Service):
             )
             return succeed(False)
         self._enter(State.reloading)
+        self._dropSpares("they hold the old code")
         old = self._serving()
         self._log.info(
             "Reloading: replacing {n} workers, {batch} at a time",
@@ -271,6 +283,7 @@ class ClusterService(Service):
             if ok is not True:
                 self._log.error("Reload aborted; the old workers go on serving")
                 self._enter(State.running)
+                self._topUpSpares()
                 done.callback(False)
                 return
             batch = [w for w in old if not w.isDead()][: self.limits.reloadBatch]
@@ -279,6 +292,7 @@ class ClusterService(Service):
             if not batch:
                 self._log.info("Reload done")
                 self._enter(State.running)
+                self._topUpSpares()
                 done.callback(True)
                 return
             results = DeferredList([self._replace(w, "reload") for w in batch])
@@ -422,13 +436,53 @@ class ClusterService(Service):
     # Births and deaths
 
     def _fork(self, failures: int, bootFailures: int) -> None:
-        try:
-            worker = self.master.fork()
-        except OSError as e:
-            self._fatal(f"cannot start a worker: {e}")
-            return
+        worker = self._takeSpare()
+        if worker is None:
+            try:
+                worker = self.master.fork()
+            except OSError as e:
+                self._fatal(f"cannot start a worker: {e}")
+                return
         self._failures[worker.id] = failures
         self._bootFailures[worker.id] = bootFailures
+
+    # Warm spares
+
+    def _takeSpare(self) -> Worker | None:
+        if not self._spares:
+            return None
+        spare = self._spares.pop(0)
+        slot = self.master._freeSlot()
+        self._log.info("Spare worker {id} takes slot {slot}", id=spare.id, slot=slot)
+        spare.start(slot).addErrback(lambda _: None)  # Its death says the rest.
+        self._reactor.callLater(self.limits.killGrace / 5, self._topUpSpares)
+        return spare
+
+    def _topUpSpares(self) -> None:
+        if self._sparesOff or self.state is not State.running:
+            return
+        while len(self._spares) < self.limits.spares:
+            try:
+                self._spares.append(self.master.spare())
+            except OSError as e:
+                self._log.error("Cannot start a spare worker: {e}", e=e)
+                return
+
+    def _dropSpares(self, why: str) -> None:
+        spares, self._spares = self._spares, []
+        for spare in spares:
+            self._log.info("Stopping spare worker {id} ({why})", id=spare.id, why=why)
+            self._retiring.add(spare.id)
+            spare.kill("SIGTERM")
+
+    def _standbyListens(self, worker: Worker) -> None:
+        if not self._sparesOff:
+            self._sparesOff = True
+            self._log.warn(
+                "The app listens while it loads, so it cannot wait as a warm spare; "
+                "replacements will start cold"
+            )
+        self._dropSpares("it cannot be a spare")
 
     def _workerReady(self, worker: Worker) -> None:
         self._everUp = True
@@ -436,8 +490,10 @@ class ClusterService(Service):
         self._upSince[worker.id] = now
         self._lastHeard[worker.id] = now
         self._bootFailures[worker.id] = 0
+        self._spareFailures = 0
         if self.state is State.starting and len(self._upSince) >= self.count:
             self._enter(State.running)
+            self._topUpSpares()
         if self.limits.maxAge:
             spread = 1 + self.limits.jitter * (2 * self.limits.random() - 1)
             age = self.limits.maxAge * spread
@@ -459,6 +515,11 @@ class ClusterService(Service):
         self._cancelTimers(worker.id)
         retired = worker.id in self._retiring
         self._retiring.discard(worker.id)
+        if worker in self._spares:
+            self._spares.remove(worker)
+            if not retired and self.running and self.state is State.running:
+                self._spareDied(worker, exitCode, signal)
+            return
         fate = self._candidates.pop(worker.id, None)
         if fate is not None:
             fate.callback(False)
@@ -501,6 +562,23 @@ class ClusterService(Service):
         else:
             call = self._reactor.callLater(delay, self._restart, failures, bootFailures)
             self._pendingRestarts.append(call)
+
+    def _spareDied(
+        self, spare: Worker, exitCode: int | None, signal: str | None
+    ) -> None:
+        self._spareFailures += 1
+        how = spare.bootError or (
+            f"killed by {signal}" if signal else f"exit code {exitCode}"
+        )
+        if self._spareFailures >= SPARE_FAILURES:
+            self._sparesOff = True
+            self._log.error(
+                "Spare workers keep dying ({how}); going on without spares", how=how
+            )
+            return
+        self._log.warn("Spare worker {id} died unused: {how}", id=spare.id, how=how)
+        delay = self.policy.delay(self._spareFailures)
+        self._reactor.callLater(delay, self._topUpSpares)
 
     def _restart(self, failures: int, bootFailures: int) -> None:
         self._pendingRestarts = [c for c in self._pendingRestarts if c.active()]

@@ -26,6 +26,7 @@ from twisted.python import log as legacyLog
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
+from ..commands import STANDBY_ENV
 from . import thisWorker
 from .logging import RELAY, workerObserver
 
@@ -110,14 +111,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     globalLogBeginner.beginLoggingTo([ours], redirectStandardIO=True)
     # As twistd does, so a .tac can import modules beside it.
     sys.path.insert(0, os.path.abspath(os.getcwd()))
-    try:
-        application = loadApplication(options.app)
-        theirs = _appObserver(application)
-        if theirs is not None:
-            globalLogPublisher.addObserver(theirs)
-            globalLogPublisher.removeObserver(ours)
-        startApplication(application, reactor)
-    except BootError as e:
+    status = [0]
+
+    def failed(e: BootError) -> None:
         cause = e.__cause__ or e
         # As text: an exception's value does not survive the trip as JSON.
         _log.error(
@@ -127,7 +123,32 @@ def main(argv: list[str] | None = None) -> NoReturn:
             traceback=Failure(cause, type(cause), cause.__traceback__).getTraceback(),
         )
         worker.bootFailed(str(e))
-        sys.exit(1)
-    worker.ready()
+        status[0] = 1
+
+    def start(application: Componentized) -> None:
+        try:
+            startApplication(application, reactor)
+        except BootError as e:
+            failed(e)
+            reactor.stop()
+        else:
+            worker.ready()
+
+    try:
+        application = loadApplication(options.app)
+        theirs = _appObserver(application)
+        if theirs is not None:
+            globalLogPublisher.addObserver(theirs)
+            globalLogPublisher.removeObserver(ours)
+    except BootError as e:
+        failed(e)
+        sys.exit(status[0])
+    if os.environ.get(STANDBY_ENV):
+        # A spare: all loaded, it starts the moment the master says so.
+        worker.whenStarted().addCallback(lambda _: start(application))
+    else:
+        start(application)
+        if status[0]:
+            sys.exit(status[0])
     reactor.run()
-    sys.exit(0)
+    sys.exit(status[0])

@@ -32,6 +32,7 @@ from ..commands import (
     Online,
     Ready,
     Release,
+    Start,
 )
 from ..events import EventEmitter
 from ..master.listeners import ListenRequest
@@ -68,6 +69,14 @@ class WorkerChannel(Channel):
         super().__init__()
         self._worker = worker
         self._held: list[amp.AmpBox] | None = None
+        self._receiving = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self._receiving = True
+        try:
+            super().dataReceived(data)
+        finally:
+            self._receiving = False
 
     def ampBoxReceived(self, box: amp.AmpBox) -> None:
         # Commands that arrive while a listen* call waits for its socket are
@@ -87,9 +96,17 @@ class WorkerChannel(Channel):
             else:
                 super().ampBoxReceived(box)
 
+    # What these two start may call listen*, whose synchronous call to the
+    # master must not run inside this protocol's dataReceived: next turn.
+
     @Message.responder
     def message(self, batch: bytes) -> dict[str, Any]:
-        self._worker._receive(batch)
+        self._worker._reactor.callLater(0, self._worker._receive, batch)
+        return {}
+
+    @Start.responder
+    def start(self, slot: int) -> dict[str, Any]:
+        self._worker._reactor.callLater(0, self._worker._started.callback, slot)
         return {}
 
     @Adopt.responder
@@ -124,6 +141,13 @@ class WorkerChannel(Channel):
         the channel's transport by hand until the answer has arrived; whatever
         else arrives meanwhile is dispatched as usual.
         """
+        if self._receiving:
+            # Reading the channel again from inside its own dataReceived
+            # would tangle the parser.
+            raise RuntimeError(
+                f"{command.__name__} cannot wait for the master from inside a "
+                "channel callback; call it in a later turn of the reactor"
+            )
         results: list[object] = []
         self.callRemote(command, **kw).addBoth(results.append)
         transport: Any = self.transport
@@ -171,6 +195,7 @@ class ThisWorker(EventEmitter):
         self._messages = Batcher(reactor, self._deliver)
         self.ports = SharedPorts(reactor, self._requestSocket, self._requestSlot)
         self._disconnecting: Deferred[None] | None = None
+        self._started: Deferred[int] = Deferred()
 
     def connect(self) -> None:
         """
@@ -190,6 +215,12 @@ class ThisWorker(EventEmitter):
         self.ports.install()
         watchLifeline(self._reactor, LIFELINE_FD)
         self._channel.callRemote(Online).addErrback(self._unheard)
+
+    def whenStarted(self) -> Deferred[int]:
+        """
+        For a spare: fires when the master says to start (with the slot).
+        """
+        return self._started
 
     def ready(self) -> None:
         """
