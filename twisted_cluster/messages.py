@@ -21,6 +21,10 @@ MAX_BATCH = 1024 * 1024
 """Bytes of JSON after which a batch goes at once, not at the end of the turn."""
 
 
+# One encoder for all: json.dumps with options builds a new one each call.
+_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
 def encodeMessage(message: object) -> bytes:
     """
     Encode C{message} as JSON.
@@ -29,7 +33,7 @@ def encodeMessage(message: object) -> bytes:
         as they are not JSON).
     """
     try:
-        return json.dumps(message, allow_nan=False, separators=(",", ":")).encode()
+        return _encode(message).encode()
     except (TypeError, ValueError) as e:
         raise TypeError(f"cannot send {type(message).__name__} message: {e}") from None
 
