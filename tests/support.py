@@ -87,6 +87,21 @@ def processGroup(pgid: int) -> list[int]:
     return [member for member, fields in _processes() if int(fields[2]) == pgid]
 
 
+def killTree(process: subprocess.Popen[bytes]) -> None:
+    """
+    SIGKILL a process, its process group and its children (workers have
+    process groups of their own), and reap it.
+    """
+    children = childrenOf(process.pid)
+    for kill, target in [(os.killpg, process.pid)] + [(os.kill, c) for c in children]:
+        try:
+            kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
+    waitFor(lambda: not any(map(processExists, children)), timeout=10)
+
+
 def freePort(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))

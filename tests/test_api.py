@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from .support import APPS, ROOT, freePort, processExists, waitFor, workersAnswering
+from .support import (
+    APPS,
+    ROOT,
+    freePort,
+    killTree,
+    processExists,
+    waitFor,
+    workersAnswering,
+)
 
 API = APPS / "api.py"
 
@@ -35,11 +43,7 @@ def api() -> dict:
     try:
         output, _ = process.communicate(timeout=60)
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
+        killTree(process)
     for line in output.decode().splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
@@ -153,10 +157,7 @@ def stopExample(process: subprocess.Popen[bytes]) -> str:
     try:
         output, _ = process.communicate(timeout=10)
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        killTree(process)
     return output.decode()
 
 

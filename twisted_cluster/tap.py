@@ -34,24 +34,23 @@ def usableCPUs() -> int:
         return os.cpu_count() or 1
 
 
-def positiveInt(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"must be at least 1, not {number}")
-    return number
+def wholeNumber(minimum: int) -> Callable[[str], int]:
+    """
+    An option's coercer: a whole number, at least C{minimum}.
+    """
+
+    def coerce(value: str) -> int:
+        number = int(value)
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}, not {number}")
+        return number
+
+    coerce.coerceDoc = f"A whole number, at least {minimum}."  # type: ignore[attr-defined]
+    return coerce
 
 
-positiveInt.coerceDoc = "A whole number, at least 1."  # type: ignore[attr-defined]
-
-
-def nonNegativeInt(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError(f"must be at least 0, not {number}")
-    return number
-
-
-nonNegativeInt.coerceDoc = "A whole number, at least 0."  # type: ignore[attr-defined]
+positiveInt = wholeNumber(1)
+nonNegativeInt = wholeNumber(0)
 
 
 def seconds(value: str) -> float:
