@@ -163,7 +163,8 @@ def test_maxMemoryRecycles(cluster, tmp_path: Path) -> None:
 def test_spareReplacesKilledWorker(cluster, tmp_path: Path) -> None:
     """
     With a warm spare, a killed worker's place is taken by the spare, which
-    had loaded the app already; no request fails, and a new spare follows.
+    had loaded the app already; no request fails but one the killed worker
+    had accepted, and a new spare follows.
     """
     c, port, _ = start(cluster, tmp_path, args=["--spares", "1"])
     waitFor(lambda: "Worker 3 (pid" in c.log(), what="the spare to be online")
@@ -176,7 +177,11 @@ def test_spareReplacesKilledWorker(cluster, tmp_path: Path) -> None:
         waitFor(lambda: "Worker 4 (pid" in c.log(), what="a new spare")
         mark = len(load.answers)
         waitFor(lambda: len(load.answers) > mark + 20)
-    assert load.failures == []
+    # The one request the killed worker may have had in hand is lost with it
+    # (the load is one request at a time); nothing else is.
+    assert len(load.failures) <= 1, load.failures
+    lost = ("Reset", "BrokenPipe", "bad answer")
+    assert all(any(w in f for w in lost) for f in load.failures), load.failures
     assert "Spare worker 3 takes slot" in c.log()
     assert len(c.workerPids()) == 3  # two serving, one spare
 
