@@ -10,6 +10,8 @@ import signal
 import threading
 from pathlib import Path
 
+import pytest
+
 from .support import APPS, Load, ask, freePort, get, processExists, tcp, waitFor
 
 WEB = APPS / "web.tac"
@@ -63,12 +65,13 @@ def test_gracefulStop(cluster, tmp_path: Path) -> None:
     assert "All workers have stopped" in c.log()
 
 
-def test_rollingReload(cluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("scheduling", ["reuseport", "roundrobin"])
+def test_rollingReload(cluster, tmp_path: Path, scheduling: str) -> None:
     """
     SIGHUP replaces every worker, loses no request, and the new workers run
-    the changed code.
+    the changed code, however connections reach them.
     """
-    c, port, versionFile = start(cluster, tmp_path)
+    c, port, versionFile = start(cluster, tmp_path, args=["--scheduling", scheduling])
     old = set(c.workerPids())
     with Load(port) as load:
         waitFor(lambda: len(load.answers) > 20)

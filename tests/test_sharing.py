@@ -13,6 +13,7 @@ import pytest
 
 from .support import (
     APPS,
+    ask,
     freePort,
     tcp,
     tls,
@@ -136,3 +137,18 @@ def test_exampleServes(cluster) -> None:
         return body.split()[3]
 
     assert set(workersAnswering(get, 2, who=worker)) == {"1", "2"}
+
+
+def test_roundRobinHandsOutConnectionsInTurn(cluster, pem: str) -> None:
+    """
+    With --scheduling roundrobin the master accepts and hands connections
+    to the workers in turn (TLS too: the workers do it).
+    """
+    port = freePort()
+    env = {"LISTEN_STYLE": "listenSSL", "LISTEN_PORT": str(port), "LISTEN_PEM": pem}
+    c = cluster(LISTEN, workers=2, env=env, args=["--scheduling", "roundrobin"])
+    workersAnswering(tls(port), 2)
+    answers = [ask(tls(port)).split()[0] for _ in range(20)]
+    assert answers.count("1") == answers.count("2") == 10
+    assert all(a != b for a, b in zip(answers, answers[1:], strict=False))
+    assert "roundrobin" not in c.stderr()

@@ -85,7 +85,12 @@ class Listen(amp.Command):
         (b"occurrence", amp.Integer()),
         (b"slot", amp.Integer()),  # which worker slot's socket; -1: the asker's
     ]
-    response = [(b"descriptor", amp.Descriptor()), (b"family", amp.Integer())]
+    response = [
+        (b"descriptor", amp.Descriptor()),
+        (b"family", amp.Integer()),
+        # With round robin, the listener id connections will come under; else -1.
+        (b"roundRobin", amp.Integer()),
+    ]
     errors = {ListenFailed: b"LISTEN_FAILED"}
 
 
@@ -159,6 +164,23 @@ class Release(amp.Command):
 
     arguments = [(b"slot", amp.Integer())]
     response = []
+
+
+class NotListening(Exception):
+    """
+    The worker no longer takes connections for that listener.
+    """
+
+
+class Connection(amp.Command):
+    """
+    Master to worker (round robin): a connection the master accepted on
+    listener C{listener}; yours now.
+    """
+
+    arguments = [(b"listener", amp.Integer()), (b"descriptor", amp.Descriptor())]
+    response = []
+    errors = {NotListening: b"NOT_LISTENING"}
 
 
 class Heartbeat(amp.Command):

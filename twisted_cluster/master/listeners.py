@@ -122,7 +122,7 @@ def bind(request: ListenRequest, reusePort: bool = False) -> socket.socket:
     return sock
 
 
-SCHEDULING = ("reuseport", "shared")
+SCHEDULING = ("reuseport", "shared", "roundrobin")
 """The ways the master can spread connections over workers."""
 
 

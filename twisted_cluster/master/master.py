@@ -24,6 +24,7 @@ from ..events import EventEmitter
 from .listeners import BindError, Listeners, ListenRequest
 from .process import Worker
 from .report import REPORT_FD_ENV, reportFromEnvironment
+from .roundrobin import RoundRobin
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Master(EventEmitter):
         self.settings = Settings()
         self.listeners = Listeners(scheduling)
         self.stopping = False
+        self._roundRobin = RoundRobin(self._reactor, _takesConnections)
         self._lastId = 0
         report = reportFromEnvironment(self._environ)
         if report is not None:
@@ -150,7 +152,7 @@ class Master(EventEmitter):
         d = gatherResults([w.disconnect() for w in list(self.workers.values())])
 
         def closed(_: object) -> None:
-            self.listeners.close()
+            self.closeSockets()
 
         return d.addCallback(closed)
 
@@ -201,6 +203,24 @@ class Master(EventEmitter):
         if not worker.isDead():
             self._log.failure("Worker {id} did not answer", failure, id=worker.id)
 
+    def _distribute(
+        self, worker: Worker, request: ListenRequest, sock: socket.socket
+    ) -> int:
+        """
+        With round robin, have C{worker} take C{sock}'s connections from the
+        master; the listener id they come under, else -1.
+        """
+        if self.listeners.scheduling != "roundrobin" or request.kind != "tcp":
+            return -1
+        return self._roundRobin.subscribe(sock, worker)
+
+    def closeSockets(self) -> None:
+        """
+        Close every listening socket: the cluster has stopped.
+        """
+        self._roundRobin.close()
+        self.listeners.close()
+
     def _listenFor(
         self, worker: Worker, request: ListenRequest, slot: int
     ) -> socket.socket:
@@ -213,4 +233,9 @@ class Master(EventEmitter):
 
     def _forget(self, worker: Worker) -> None:
         self.workers.pop(worker.id, None)
+        self._roundRobin.forget(worker)
         self.handOff(worker).addErrback(self._unheard, worker)
+
+
+def _takesConnections(worker: Worker) -> bool:
+    return worker.isConnected() and not worker.exitedAfterDisconnect

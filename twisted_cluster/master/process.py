@@ -25,6 +25,7 @@ from ..commands import (
     BootFailed,
     Channel,
     ChannelFactory,
+    Connection,
     Disconnect,
     Heartbeat,
     Listen,
@@ -171,6 +172,17 @@ class Worker(EventEmitter):
         d: Deferred[None] = self._channel.callRemote(Release, slot=slot)
         return d.addCallback(lambda _: None)
 
+    def passConnection(self, listener: int, descriptor: int) -> Deferred[None]:
+        """
+        Hand the worker a connection the master accepted (round robin).
+        """
+        if self._channel is None:
+            return fail(ConnectionError(f"worker {self.id} is not connected"))
+        d: Deferred[None] = self._channel.callRemote(
+            Connection, listener=listener, descriptor=descriptor
+        )
+        return d.addCallback(lambda _: None)
+
     def heartbeat(self) -> Deferred[None]:
         """
         Fires once the worker's reactor has answered.
@@ -188,6 +200,7 @@ class Worker(EventEmitter):
         if self.isDead():
             return succeed(self)
         self.exitedAfterDisconnect = True
+        self._master._roundRobin.forget(self)
         if self._channel is not None:
             self._channel.callRemote(Disconnect).addErrback(lambda _: None)
         else:
@@ -380,9 +393,14 @@ class MasterChannel(Channel):
             sock = self._worker._listen(request, slot)
         except BindError as e:
             raise ListenFailed(str(e)) from None
+        roundRobin = self._worker._master._distribute(self._worker, request, sock)
         # The socket stays open in the master, as the descriptor must until
         # the worker has it.
-        return {"descriptor": sock.fileno(), "family": int(sock.family)}
+        return {
+            "descriptor": sock.fileno(),
+            "family": int(sock.family),
+            "roundRobin": roundRobin,
+        }
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)

@@ -209,7 +209,7 @@ class ClusterService(Service):
         def stopped(_: object) -> None:
             if killer.active():
                 killer.cancel()
-            self.master.listeners.close()
+            self.master.closeSockets()
             self._log.info("All workers have stopped")
 
         return deaths.addCallback(stopped)

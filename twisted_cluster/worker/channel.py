@@ -24,11 +24,13 @@ from ..commands import (
     BootFailed,
     Channel,
     ChannelFactory,
+    Connection,
     Disconnect,
     Heartbeat,
     Listen,
     ListenFailed,
     Message,
+    NotListening,
     Online,
     Ready,
     Release,
@@ -38,7 +40,7 @@ from ..events import EventEmitter
 from ..master.listeners import ListenRequest
 from ..messages import Batcher, decodeBatch
 from .lifeline import watchLifeline
-from .listening import MINE, SharedPorts
+from .listening import MINE, Answer, SharedPorts
 
 
 def _listenArguments(request: ListenRequest, slot: int) -> dict[str, Any]:
@@ -118,6 +120,16 @@ class WorkerChannel(Channel):
     @Release.responder
     def release(self, slot: int) -> Deferred[dict[str, Any]]:
         return self._worker.ports.release(slot).addCallback(lambda _: {})
+
+    @Connection.responder
+    def connection(self, listener: int, descriptor: int) -> dict[str, Any]:
+        port = self._worker.ports.roundRobin.get(listener)
+        if port is None or not port.connected or self._worker.isDisconnecting():
+            os.close(descriptor)
+            raise NotListening()
+        # The app's connectionMade may do anything, listen included: not here.
+        self._worker._reactor.callLater(0, port.connectionReceived, descriptor)
+        return {}
 
     @Heartbeat.responder
     def heartbeat(self) -> dict[str, Any]:
@@ -275,20 +287,20 @@ class ThisWorker(EventEmitter):
             self._disconnecting.addCallback(lambda _: self._stopReactor())
         return self._disconnecting
 
-    def _requestSocket(self, request: ListenRequest) -> tuple[int, int]:
+    def _requestSocket(self, request: ListenRequest) -> Answer:
         try:
             answer = self._channel.callSync(
                 Listen, timeout=self.listenTimeout, **_listenArguments(request, MINE)
             )
         except ListenFailed as e:
             raise OSError(str(e)) from None
-        return answer["descriptor"], answer["family"]
+        return Answer(answer["descriptor"], answer["family"], answer["roundRobin"])
 
-    def _requestSlot(
-        self, request: ListenRequest, slot: int
-    ) -> Deferred[tuple[int, int]]:
+    def _requestSlot(self, request: ListenRequest, slot: int) -> Deferred[Answer]:
         d = self._channel.callRemote(Listen, **_listenArguments(request, slot))
-        return d.addCallback(lambda answer: (answer["descriptor"], answer["family"]))
+        return d.addCallback(
+            lambda a: Answer(a["descriptor"], a["family"], a["roundRobin"])
+        )
 
     def _receive(self, batch: bytes) -> None:
         for message in decodeBatch(batch):

@@ -12,9 +12,10 @@ contract: it returns a listening port, or raises C{CannotListenError}.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet import tcp, udp, unix
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -28,11 +29,24 @@ from ..master.listeners import ListenRequest
 IDLE_GRACE = 2.0
 """Seconds an idle keep-alive connection of a draining worker stays open."""
 
-RequestSocket = Callable[[ListenRequest], tuple[int, int]]
-"""Ask the master for this worker's socket for a request, at once:
-(descriptor, address family)."""
 
-RequestSlot = Callable[[ListenRequest, int], "Deferred[tuple[int, int]]"]
+class Answer(NamedTuple):
+    """
+    The master's answer to a listen request.
+
+    @ivar roundRobin: the listener id the master hands connections under,
+        when it distributes them itself; else -1.
+    """
+
+    descriptor: int
+    family: int
+    roundRobin: int = -1
+
+
+RequestSocket = Callable[[ListenRequest], Answer]
+"""Ask the master for this worker's socket for a request, at once."""
+
+RequestSlot = Callable[[ListenRequest, int], "Deferred[Answer]"]
 """Ask the master for a request's socket in another worker slot."""
 
 MINE = -1
@@ -114,6 +128,37 @@ class _SharedTCPPort(tcp.Port):
         return d
 
 
+class _RoundRobinPort(_SharedTCPPort):
+    """
+    A TCP port whose connections the master accepts and hands over: it
+    holds the listening socket (for C{getHost}) but never accepts itself.
+    """
+
+    def startListening(self) -> None:
+        super().startListening()
+        self.stopReading()
+
+    def connectionReceived(self, descriptor: int) -> None:
+        """
+        Serve a connection the master accepted.
+        """
+        skt = socket.fromfd(descriptor, self.addressFamily, socket.SOCK_STREAM)
+        os.close(descriptor)
+        if not self.connected:
+            skt.close()
+            return
+        skt.setblocking(False)
+        addr = skt.getpeername()
+        protocol = self.factory.buildProtocol(self._buildAddr(addr))  # type: ignore[union-attr]
+        if protocol is None:
+            skt.close()
+            return
+        session = self.sessionno
+        self.sessionno = session + 1
+        transport = self.transport(skt, protocol, addr, self, session, self.reactor)
+        protocol.makeConnection(transport)
+
+
 class _SharedUNIXPort(_SharedTCPPort, unix.Port):
     """
     A UNIX port adopted from the master.  The master owns the path: unlike
@@ -174,6 +219,7 @@ class SharedPorts:
         self._occurrences: dict[tuple[str, str], int] = {}
         self._tcp: list[tuple[ListenRequest, ServerFactory]] = []
         self._slots: dict[int, list[IListeningPort]] = {}
+        self.roundRobin: dict[int, _RoundRobinPort] = {}
         self.ports: list[IListeningPort] = []
 
     def install(self) -> None:
@@ -193,9 +239,21 @@ class SharedPorts:
         interface: str = "",
     ) -> IListeningPort:
         request = self._request("tcp", interface=interface, port=port, backlog=backlog)
-        descriptor, family = self._socketFor(request)
+        answer = self._socketFor(request)
+        if answer.roundRobin >= 0:
+            return self._takeFromMaster(answer, factory)
         self._tcp.append((request, factory))
-        return self._adoptTCP(descriptor, family, factory)
+        return self._adoptTCP(answer.descriptor, answer.family, factory)
+
+    def _takeFromMaster(self, answer: Answer, factory: ServerFactory) -> IListeningPort:
+        try:
+            port = _RoundRobinPort._fromListeningDescriptor(
+                self._reactor, answer.descriptor, answer.family, factory
+            )
+        finally:
+            os.close(answer.descriptor)
+        self.roundRobin[answer.roundRobin] = port
+        return self._start(port)
 
     def _adoptTCP(
         self, descriptor: int, family: int, factory: ServerFactory
@@ -217,8 +275,8 @@ class SharedPorts:
             return succeed(None)
         ports = self._slots[slot] = []
 
-        def adoptOne(answer: tuple[int, int], factory: ServerFactory) -> None:
-            ports.append(self._adoptTCP(*answer, factory))
+        def adoptOne(answer: Answer, factory: ServerFactory) -> None:
+            ports.append(self._adoptTCP(answer.descriptor, answer.family, factory))
 
         return DeferredList(
             [
@@ -252,7 +310,7 @@ class SharedPorts:
     ) -> IListeningPort:
         path = os.fsdecode(address)
         request = ListenRequest("unix", path=path, backlog=backlog, mode=mode)
-        descriptor, _ = self._socketFor(request)
+        descriptor = self._socketFor(request).descriptor
         try:
             adopted = _SharedUNIXPort._fromListeningDescriptor(
                 self._reactor, descriptor, factory
@@ -269,7 +327,7 @@ class SharedPorts:
         maxPacketSize: int = 8192,
     ) -> IListeningPort:
         request = self._request("udp", interface=interface, port=port)
-        descriptor, family = self._socketFor(request)
+        descriptor, family, _ = self._socketFor(request)
         try:
             adopted = udp.Port._fromListeningDescriptor(
                 self._reactor, descriptor, family, protocol, maxPacketSize=maxPacketSize
@@ -307,7 +365,7 @@ class SharedPorts:
             kind, interface, port, backlog=backlog, occurrence=occurrence
         )
 
-    def _socketFor(self, request: ListenRequest) -> tuple[int, int]:
+    def _socketFor(self, request: ListenRequest) -> Answer:
         try:
             return self._requestSocket(request)
         except CannotListenError:

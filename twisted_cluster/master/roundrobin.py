@@ -1,0 +1,151 @@
+"""
+Master-side round robin: the master accepts each connection itself and
+hands it to the next worker, as Node's cluster does by default.
+
+It costs the master an accept and a descriptor pass per connection, but
+balances exactly, whatever the kernel does; use it where SO_REUSEPORT does
+not balance (or for few, long-lived connections).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from .process import Worker
+
+ACCEPTS_PER_READ = 50
+
+
+@implementer(IReadDescriptor)
+class Distributor:
+    """
+    Accepts connections on one listening socket while at least one worker
+    subscribes, and passes each to the subscribers in turn.  A worker that
+    refuses one (it has stopped listening) is dropped and the next tried.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorFDSet,
+        sock: socket.socket,
+        listenerId: int,
+        available: Callable[[Worker], bool],
+    ) -> None:
+        self._reactor = reactor
+        self._socket = sock
+        self.listenerId = listenerId
+        self._available = available
+        self._subscribers: list[Worker] = []
+        self._next = 0
+        self._reading = False
+
+    def subscribe(self, worker: Worker) -> None:
+        if worker not in self._subscribers:
+            self._subscribers.append(worker)
+        self._update()
+
+    def unsubscribe(self, worker: Worker) -> None:
+        if worker in self._subscribers:
+            self._subscribers.remove(worker)
+        self._update()
+
+    def _update(self) -> None:
+        # Accept only while someone can take connections: the rest wait in
+        # the kernel's backlog, not in the master.
+        want = bool(self._subscribers)
+        if want and not self._reading:
+            self._reactor.addReader(self)
+        elif not want and self._reading:
+            self._reactor.removeReader(self)
+        self._reading = want
+
+    def fileno(self) -> int:
+        return self._socket.fileno()
+
+    def logPrefix(self) -> str:
+        return "RoundRobin"
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._reading = False
+
+    def doRead(self) -> None:
+        for _ in range(ACCEPTS_PER_READ):
+            try:
+                connection, _ = self._socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._log.warn("Cannot accept a connection: {e}", e=e)
+                return
+            self._dispatch(connection, [])
+
+    def _pick(self, tried: list[Worker]) -> Worker | None:
+        candidates = [
+            w for w in self._subscribers if w not in tried and self._available(w)
+        ]
+        if not candidates:
+            return None
+        self._next = (self._next + 1) % len(candidates)
+        return candidates[self._next]
+
+    def _dispatch(self, connection: socket.socket, tried: list[Worker]) -> None:
+        worker = self._pick(tried)
+        if worker is None:
+            self._log.warn("No worker takes connections now; one was dropped")
+            connection.close()
+            return
+
+        def taken(_: Any) -> None:
+            connection.close()  # The worker has its own descriptor now.
+
+        def refused(failure: Failure) -> None:
+            self.unsubscribe(worker)
+            self._dispatch(connection, [*tried, worker])
+
+        worker.passConnection(self.listenerId, connection.fileno()).addCallbacks(
+            taken, refused
+        )
+
+
+class RoundRobin:
+    """
+    The master's distributors, one per listening socket.
+    """
+
+    def __init__(self, reactor: Any, available: Callable[[Worker], bool]) -> None:
+        self._reactor = reactor
+        self._available = available
+        self._distributors: dict[int, Distributor] = {}
+
+    def subscribe(self, sock: socket.socket, worker: Worker) -> int:
+        """
+        Have C{worker} take connections from C{sock}; return the listener id
+        it will be handed them under.
+        """
+        key = sock.fileno()
+        distributor = self._distributors.get(key)
+        if distributor is None:
+            distributor = Distributor(self._reactor, sock, key, self._available)
+            self._distributors[key] = distributor
+        distributor.subscribe(worker)
+        return key
+
+    def forget(self, worker: Worker) -> None:
+        for distributor in self._distributors.values():
+            distributor.unsubscribe(worker)
+
+    def close(self) -> None:
+        for distributor in self._distributors.values():
+            for worker in list(distributor._subscribers):
+                distributor.unsubscribe(worker)
+        self._distributors.clear()
