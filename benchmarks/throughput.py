@@ -61,7 +61,7 @@ def setups(workers: int) -> list[Setup]:
         ),
         Setup("cluster, 1 worker", [*cluster, "-w", "1"]),
     ]
-    for policy in ("reuseport", "shared"):
+    for policy in ("reuseport", "shared", "roundrobin"):
         found.append(
             Setup(
                 f"cluster, {workers} workers, {policy}",

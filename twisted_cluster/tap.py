@@ -125,7 +125,8 @@ class Options(usage.Options):
             None,
             "reuseport",
             "How connections reach workers: reuseport (a socket per worker, "
-            "balanced by the kernel; Linux) or shared (one socket).",
+            "balanced by the kernel; Linux), roundrobin (the master hands each "
+            "out in turn) or shared (one socket).",
         ],
         [
             "reload-batch",
