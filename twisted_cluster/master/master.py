@@ -34,10 +34,10 @@ class Settings:
 
     @ivar exec: the script a worker runs (default: this process's script), or
         C{None} when C{execArgv} names what to run (C{["-m", "module"]}).
-    @ivar silent: whether a worker's output goes to the master's log (its
-        standard output carrying JSON log events, as the C{.tac} bootstrap
-        writes them) rather than to the master's own standard output and
-        error, as Node's C{silent}.
+    @ivar silent: whether a worker's standard output and error go to the
+        master, which logs them (JSON log events from a C{.tac} worker that
+        relays its log, anything else as text), rather than to the master's
+        own standard output and error; as Node's C{silent}.
     """
 
     exec: str | None = field(default_factory=lambda: sys.argv[0] or None)
