@@ -151,3 +151,33 @@ def test_stopLeavesNoWorker(cluster) -> None:
     c.signal(signal.SIGTERM)
     c.wait(15)
     assert not any(processExists(p) for p in workers)
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--workers", "2"], "--app is required"),
+        (["--app", "x.tac", "--workers", "0"], "must be at least 1"),
+        (["--app", "x.tac", "--scheduling", "nope"], "--scheduling must be one of"),
+        (["--app", "x.tac", "--master-hook", "nope:x"], "No module named 'nope'"),
+        (["--app", "x.tac", "--bogus"], "--bogus not recognized"),
+    ],
+)
+def test_badOptions(tmp_path: Path, args: list[str], expected: str) -> None:
+    """
+    A mistake on the command line gets one line and a non-zero exit.
+    """
+    import subprocess
+
+    from .support import TWISTD
+
+    result = subprocess.run(
+        [TWISTD, "-n", "--pidfile=", "cluster", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr

@@ -168,6 +168,13 @@ class Options(usage.Options):
         ],
     ]
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        # A mistake gets one line, not twistd's whole usage text above it.
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"twistd cluster: {e} (see --help)") from None
+
     def postOptions(self) -> None:
         if not self["app"]:
             raise usage.UsageError("--app is required: the .tac file to run")
