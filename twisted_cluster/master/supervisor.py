@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from .master import Master
 from .process import Worker
 from .restart import RestartPolicy
+from .spares import Spares
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,6 @@ _TRANSITIONS = {
 
 FLAPPING = (5, 10.0)
 
-SPARE_FAILURES = 3
-"""Spares dying unused this many times in a row turn spares off."""
 """So many crashes within so many seconds are worth a louder word."""
 
 
@@ -136,15 +135,18 @@ class ClusterService(Service):
         self._recycling: set[int] = set()
         self._hung: set[int] = set()
         self._immediate = False
-        self._spares: list[Worker] = []
-        self._spareFailures = 0
-        self._sparesOff = self.limits.spares <= 0
+        self._spares = Spares(
+            master,
+            reactor,
+            self.limits.spares,
+            self.policy.delay,
+            lambda: bool(self.running) and self.state is State.running,
+        )
         self._watch = LoopingCall(self._checkWorkers)
         self._watch.clock = reactor
         master.on("ready", self._workerReady)
         master.on("death", self._workerDied)
         master.on("listenError", self._listenError)
-        master.on("standbyListen", self._standbyListens)
 
     # The lifecycle
 
@@ -267,7 +269,7 @@ class ClusterService(Service):
             )
             return succeed(False)
         self._enter(State.reloading)
-        self._dropSpares("they hold the old code")
+        self._spares.drop("they hold the old code")
         old = self._serving()
         self._log.info(
             "Reloading: replacing {n} workers, {batch} at a time",
@@ -283,7 +285,7 @@ class ClusterService(Service):
             if ok is not True:
                 self._log.error("Reload aborted; the old workers go on serving")
                 self._enter(State.running)
-                self._topUpSpares()
+                self._spares.fill()
                 done.callback(False)
                 return
             batch = [w for w in old if not w.isDead()][: self.limits.reloadBatch]
@@ -292,7 +294,7 @@ class ClusterService(Service):
             if not batch:
                 self._log.info("Reload done")
                 self._enter(State.running)
-                self._topUpSpares()
+                self._spares.fill()
                 done.callback(True)
                 return
             results = DeferredList([self._replace(w, "reload") for w in batch])
@@ -436,7 +438,7 @@ class ClusterService(Service):
     # Births and deaths
 
     def _fork(self, failures: int, bootFailures: int) -> None:
-        worker = self._takeSpare()
+        worker = self._spares.take()
         if worker is None:
             try:
                 worker = self.master.fork()
@@ -446,54 +448,16 @@ class ClusterService(Service):
         self._failures[worker.id] = failures
         self._bootFailures[worker.id] = bootFailures
 
-    # Warm spares
-
-    def _takeSpare(self) -> Worker | None:
-        if not self._spares:
-            return None
-        spare = self._spares.pop(0)
-        slot = self.master._freeSlot()
-        self._log.info("Spare worker {id} takes slot {slot}", id=spare.id, slot=slot)
-        spare.start(slot).addErrback(lambda _: None)  # Its death says the rest.
-        self._reactor.callLater(self.limits.killGrace / 5, self._topUpSpares)
-        return spare
-
-    def _topUpSpares(self) -> None:
-        if self._sparesOff or self.state is not State.running:
-            return
-        while len(self._spares) < self.limits.spares:
-            try:
-                self._spares.append(self.master.spare())
-            except OSError as e:
-                self._log.error("Cannot start a spare worker: {e}", e=e)
-                return
-
-    def _dropSpares(self, why: str) -> None:
-        spares, self._spares = self._spares, []
-        for spare in spares:
-            self._log.info("Stopping spare worker {id} ({why})", id=spare.id, why=why)
-            self._retiring.add(spare.id)
-            spare.kill("SIGTERM")
-
-    def _standbyListens(self, worker: Worker) -> None:
-        if not self._sparesOff:
-            self._sparesOff = True
-            self._log.warn(
-                "The app listens while it loads, so it cannot wait as a warm spare; "
-                "replacements will start cold"
-            )
-        self._dropSpares("it cannot be a spare")
-
     def _workerReady(self, worker: Worker) -> None:
         self._everUp = True
         now = self._reactor.seconds()
         self._upSince[worker.id] = now
         self._lastHeard[worker.id] = now
         self._bootFailures[worker.id] = 0
-        self._spareFailures = 0
+        self._spares.workerUp()
         if self.state is State.starting and len(self._upSince) >= self.count:
             self._enter(State.running)
-            self._topUpSpares()
+            self._spares.fill()
         if self.limits.maxAge:
             spread = 1 + self.limits.jitter * (2 * self.limits.random() - 1)
             age = self.limits.maxAge * spread
@@ -516,9 +480,7 @@ class ClusterService(Service):
         retired = worker.id in self._retiring
         self._retiring.discard(worker.id)
         if worker in self._spares:
-            self._spares.remove(worker)
-            if not retired and self.running and self.state is State.running:
-                self._spareDied(worker, exitCode, signal)
+            self._spares.died(worker, exitCode, signal)
             return
         fate = self._candidates.pop(worker.id, None)
         if fate is not None:
@@ -562,23 +524,6 @@ class ClusterService(Service):
         else:
             call = self._reactor.callLater(delay, self._restart, failures, bootFailures)
             self._pendingRestarts.append(call)
-
-    def _spareDied(
-        self, spare: Worker, exitCode: int | None, signal: str | None
-    ) -> None:
-        self._spareFailures += 1
-        how = spare.bootError or (
-            f"killed by {signal}" if signal else f"exit code {exitCode}"
-        )
-        if self._spareFailures >= SPARE_FAILURES:
-            self._sparesOff = True
-            self._log.error(
-                "Spare workers keep dying ({how}); going on without spares", how=how
-            )
-            return
-        self._log.warn("Spare worker {id} died unused: {how}", id=spare.id, how=how)
-        delay = self.policy.delay(self._spareFailures)
-        self._reactor.callLater(delay, self._topUpSpares)
 
     def _restart(self, failures: int, bootFailures: int) -> None:
         self._pendingRestarts = [c for c in self._pendingRestarts if c.active()]
