@@ -6,7 +6,6 @@ on an app that cannot start, and stop them all gracefully.
 
 from __future__ import annotations
 
-import os
 import random
 from collections import deque
 from collections.abc import Callable
@@ -16,13 +15,13 @@ from enum import Enum
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from .master import Master
 from .process import Worker
 from .restart import RestartPolicy
 from .spares import Spares
+from .watchdog import Watchdog
 
 
 @dataclass(frozen=True)
@@ -118,11 +117,8 @@ class ClusterService(Service):
         self.state = State.starting
         self._reactor = reactor
         self._onFatal = onFatal
-        self._memoryOf = memoryOf if memoryOf is not None else residentMegabytes
         self._everUp = False
         self._upSince: dict[int, float] = {}
-        self._lastHeard: dict[int, float] = {}
-        self._pinging: set[int] = set()
         self._failures: dict[int, int] = {}
         self._bootFailures: dict[int, int] = {}
         self._crashes: deque[float] = deque(maxlen=FLAPPING[0])
@@ -133,7 +129,6 @@ class ClusterService(Service):
         # Replacements not yet up, and the Deferred their fate fires.
         self._candidates: dict[int, Deferred[bool]] = {}
         self._recycling: set[int] = set()
-        self._hung: set[int] = set()
         self._immediate = False
         self._spares = Spares(
             master,
@@ -142,8 +137,15 @@ class ClusterService(Service):
             self.policy.delay,
             lambda: bool(self.running) and self.state is State.running,
         )
-        self._watch = LoopingCall(self._checkWorkers)
-        self._watch.clock = reactor
+        self._watchdog = Watchdog(
+            reactor,
+            self._serving,
+            onHung=self._hangs,
+            onFat=self._fat,
+            timeout=self.limits.timeout,
+            maxMemory=self.limits.maxMemory,
+            memoryOf=memoryOf,
+        )
         master.on("ready", self._workerReady)
         master.on("death", self._workerDied)
         master.on("listenError", self._listenError)
@@ -168,17 +170,7 @@ class ClusterService(Service):
         )
         for _ in range(self.count):
             self._fork(failures=0, bootFailures=0)
-        interval = self._watchInterval()
-        if interval:
-            self._watch.start(interval, now=False)
-
-    def _watchInterval(self) -> float:
-        intervals = []
-        if self.limits.timeout:
-            intervals.append(min(self.limits.timeout / 3, 5.0))
-        if self.limits.maxMemory:
-            intervals.append(5.0)
-        return min(intervals, default=0.0)
+        self._watchdog.start()
 
     def stopService(self) -> Deferred[None]:
         """
@@ -190,8 +182,7 @@ class ClusterService(Service):
         super().stopService()
         self._enter(State.stopping)
         self.master.stopping = True
-        if self._watch.running:
-            self._watch.stop()
+        self._watchdog.stop()
         for call in self._pendingRestarts:
             if call.active():
                 call.cancel()
@@ -375,40 +366,9 @@ class ClusterService(Service):
 
     # Watching the workers
 
-    def _checkWorkers(self) -> None:
-        now = self._reactor.seconds()
-        for worker in list(self.master.workers.values()):
-            if (
-                worker.id not in self._upSince
-                or worker.id in self._retiring | self._hung
-            ):
-                continue
-            if self.limits.timeout:
-                silent = now - self._lastHeard.get(worker.id, now)
-                if silent >= self.limits.timeout:
-                    self._hangs(worker, silent)
-                    continue
-                self._ping(worker)
-            if self.limits.maxMemory and worker.pid is not None:
-                megabytes = self._memoryOf(worker.pid)
-                if megabytes is not None and megabytes > self.limits.maxMemory:
-                    limit = self.limits.maxMemory
-                    why = f"{megabytes:.0f} MB resident, over {limit:g} MB"
-                    self._recycle(worker, why)
-
-    def _ping(self, worker: Worker) -> None:
-        if worker.id in self._pinging:
-            return
-        self._pinging.add(worker.id)
-
-        def answered(_: object) -> None:
-            self._pinging.discard(worker.id)
-            self._lastHeard[worker.id] = self._reactor.seconds()
-
-        def unanswered(_: object) -> None:
-            self._pinging.discard(worker.id)
-
-        worker.heartbeat().addCallbacks(answered, unanswered)
+    def _fat(self, worker: Worker, megabytes: float) -> None:
+        limit = self.limits.maxMemory
+        self._recycle(worker, f"{megabytes:.0f} MB resident, over {limit:g} MB")
 
     def _hangs(self, worker: Worker, silent: float) -> None:
         self._log.error(
@@ -419,7 +379,6 @@ class ClusterService(Service):
             silent=silent,
         )
         # From now on its death is a crash, to be replaced as usual.
-        self._hung.add(worker.id)
         worker.kill("SIGABRT")
         self._later(worker.id, self.limits.killGrace, worker.kill, "SIGKILL")
 
@@ -452,7 +411,7 @@ class ClusterService(Service):
         self._everUp = True
         now = self._reactor.seconds()
         self._upSince[worker.id] = now
-        self._lastHeard[worker.id] = now
+        self._watchdog.up(worker)
         self._bootFailures[worker.id] = 0
         self._spares.workerUp()
         if self.state is State.starting and len(self._upSince) >= self.count:
@@ -472,10 +431,8 @@ class ClusterService(Service):
         upSince = self._upSince.pop(worker.id, None)
         failures = self._failures.pop(worker.id, 0)
         bootFailures = self._bootFailures.pop(worker.id, 0)
-        self._lastHeard.pop(worker.id, None)
-        self._pinging.discard(worker.id)
+        self._watchdog.gone(worker)
         self._recycling.discard(worker.id)
-        self._hung.discard(worker.id)
         self._cancelTimers(worker.id)
         retired = worker.id in self._retiring
         self._retiring.discard(worker.id)
@@ -541,15 +498,3 @@ class ClusterService(Service):
         self._enter(State.failed)
         self._log.critical("Stopping the cluster: {reason}", reason=reason)
         self._onFatal(reason)
-
-
-def residentMegabytes(pid: int) -> float | None:
-    """
-    The resident set of process C{pid} in megabytes, or C{None} if unknown.
-    """
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            pages = int(f.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
