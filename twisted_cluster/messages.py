@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 MAX_BATCH = 1024 * 1024
-"""Bytes of JSON after which a batch goes at once, not at the end of the turn."""
+"""Characters of JSON after which a batch goes at once, not at the end of the turn."""
 
 
 # One encoder for all: json.dumps with options builds a new one each call.
@@ -60,7 +60,7 @@ class Batcher:
     def __init__(self, reactor: IReactorTime, deliver: Deliver) -> None:
         self._reactor = reactor
         self._deliver = deliver
-        self._messages: list[bytes] = []
+        self._messages: list[str] = []
         self._waiters: list[Deferred[None]] = []
         self._size = 0
 
@@ -70,11 +70,17 @@ class Batcher:
 
         @raise TypeError: if JSON cannot encode C{message}.
         """
-        data = encodeMessage(message)
+        # encodeMessage, inline: this is the hot path of a burst of sends.
+        try:
+            text = _encode(message)
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"cannot send {type(message).__name__} message: {e}"
+            ) from None
         if not self._messages:
             self._reactor.callLater(0, self.flush)
-        self._messages.append(data)
-        self._size += len(data) + 1
+        self._messages.append(text)
+        self._size += len(text) + 1
         d: Deferred[None] = Deferred()
         self._waiters.append(d)
         if self._size >= MAX_BATCH:
@@ -87,7 +93,7 @@ class Batcher:
         """
         if not self._messages:
             return
-        batch = b"[" + b",".join(self._messages) + b"]"
+        batch = ("[" + ",".join(self._messages) + "]").encode()
         waiters = self._waiters
         self._messages, self._waiters, self._size = [], [], 0
         try:
