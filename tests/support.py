@@ -297,10 +297,6 @@ def workersAnswering(
     raise AssertionError(f"only workers {sorted(seen)} answered in {timeout}s")
 
 
-def iterLines(text: str) -> Iterator[str]:
-    return (line for line in text.splitlines() if line.strip())
-
-
 def get(port: int, path: str = "/", timeout: float = 10.0) -> str:
     """
     One HTTP/1.0 request on a new connection; the body.

@@ -33,7 +33,6 @@ class WorkerLogRelay:
         self._log = Logger(namespace="twisted_cluster.worker", observer=self._observer)
         self._events = b""
         self._errors = b""
-        self.lastError = ""
 
     def eventsReceived(self, data: bytes) -> None:
         """
@@ -81,5 +80,4 @@ class WorkerLogRelay:
     def _text(self, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip()
         if text:
-            self.lastError = text
             self._log.emit(LogLevel.warn, "{line}", line=text, log_system=self._system)
