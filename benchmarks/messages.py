@@ -1,13 +1,21 @@
 """
-Message throughput between the master and a worker.
+Message throughput between the master and a worker, against Node's cluster.
 
-    .venv/bin/python benchmarks/messages.py [--count 20000]
+    .venv/bin/python benchmarks/messages.py [--count 20000] [--rounds 5]
 
-Small messages ({"n": i}) master to worker, pipelined (all sent, then all
-acknowledged) and one at a time (each awaited); then one 16 MiB message.
-A send counts once the worker has it (its Deferred has fired).  When node is
-installed, benchmarks/node_messages.js measures Node's process.send the same
-way in the same run, and the ratio is printed.
+Each round forks a fresh worker and measures, with small messages
+({"n": i}) master to worker:
+
+- pipelined until received: all sent in one go, until the worker says it has
+  them all (the same measure as Node's below);
+- pipelined until acknowledged: all sent, until every send() Deferred has
+  fired;
+- one at a time: each send awaited before the next;
+- one 16 MiB message.
+
+When node is installed, benchmarks/node_messages.js measures Node's
+process.send the same way, interleaved, in each round.  Prints every round,
+then medians and the ratio ours / Node's.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +43,14 @@ def measure(count: int):
     worker.once("online", lambda: online.callback(None))
     yield online
     results = {}
+
+    start = time.perf_counter()
+    everything = defer.Deferred()
+    worker.once("message", everything.callback)
+    for n in range(count):
+        worker.send({"n": n, "of": count})
+    yield everything
+    results["pipelinedReceived"] = count / (time.perf_counter() - start)
 
     start = time.perf_counter()
     yield defer.gatherResults([worker.send({"n": n}) for n in range(count)])
@@ -63,43 +80,80 @@ def node(count: int) -> dict | None:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=20000)
-    options = parser.parse_args()
+def line(who: str, r: dict) -> str:
+    return (
+        f"{who:16s} {r['pipelinedReceived']:9,.0f} {r['pipelined']:9,.0f} "
+        f"{r['oneAtATime']:9,.0f} {r['big16MiB'] * 1000:9.0f}"
+    )
 
-    def report(ours: dict) -> None:
+
+HEADER = f"{'msg/s':16s} {'received':>9s} {'acked':>9s} {'1 by 1':>9s} {'16MiB ms':>9s}"
+
+
+@defer.inlineCallbacks
+def main(count: int, rounds: int):
+    ours, theirs = [], []
+    print(HEADER)
+    for n in range(rounds):
+        ours.append((yield measure(count)))
+        print(line(f"round {n + 1} ours", ours[-1]), flush=True)
+        other = node(count)
+        if other:
+            theirs.append(other)
+            print(line(f"round {n + 1} node", other), flush=True)
+
+    def median(results: list[dict]) -> dict:
+        return {k: statistics.median(r[k] for r in results) for k in results[0]}
+
+    print("\nmedians")
+    print(HEADER)
+    print(line("twisted-cluster", median(ours)))
+    if theirs:
+        print(line("node cluster", median(theirs)))
+        ratios = [
+            o["pipelinedReceived"] / t["pipelinedReceived"]
+            for o, t in zip(ours, theirs, strict=True)
+        ]
         print(
-            f"twisted-cluster: {ours['pipelined']:,.0f} msg/s pipelined, "
-            f"{ours['oneAtATime']:,.0f} msg/s one at a time, "
-            f"16 MiB message in {ours['big16MiB'] * 1000:.0f} ms"
+            "ours / node, pipelined until received: median "
+            f"{statistics.median(ratios):.2f}, per round "
+            + " ".join(f"{r:.2f}" for r in ratios)
         )
-        theirs = node(options.count)
-        if theirs:
-            print(
-                f"node cluster:    {theirs['pipelinedReceived']:,.0f} msg/s pipelined "
-                "until the worker has them all"
-            )
-            print(
-                f"node cluster:    {theirs['pipelined']:,.0f} msg/s pipelined, "
-                f"{theirs['oneAtATime']:,.0f} msg/s one at a time, "
-                f"16 MiB message in {theirs['big16MiB'] * 1000:.0f} ms"
-            )
-            print(
-                "  (node's send callback runs once the message is written, ours "
-                "once the worker has it)"
-            )
-            print(
-                f"ratio (ours / node, pipelined until received): "
-                f"{ours['pipelined'] / theirs['pipelinedReceived']:.2f}"
-            )
+        print(
+            "(node's acked column is its send callback, which runs once the "
+            "message is written; ours once the worker has it)"
+        )
 
-    d = measure(options.count)
-    d.addCallback(report)
-    d.addErrback(lambda f: print(f.getTraceback(), file=sys.stderr))
-    d.addBoth(lambda _: reactor.stop())
+
+def counting() -> None:
+    """
+    In the worker: say "all" once every message of a burst has arrived.
+    """
+    seen = 0
+
+    def received(message: object) -> None:
+        nonlocal seen
+        if isinstance(message, dict) and "of" in message:
+            seen += 1
+            if seen == message["of"]:
+                seen = 0
+                cluster.worker.send("all")
+
+    cluster.worker.on("message", received)
 
 
 if cluster.isMaster:
-    reactor.callWhenRunning(main)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=5)
+    options = parser.parse_args()
+
+    def run() -> None:
+        d = main(options.count, options.rounds)
+        d.addErrback(lambda f: print(f.getTraceback(), file=sys.stderr))
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(run)
+else:
+    counting()
 reactor.run()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from twisted.internet.defer import succeed
 from twisted.logger import LogLevel, eventAsJSON
 from twisted.protocols import amp
 from twisted.test import iosim
@@ -150,6 +151,33 @@ def test_messagesAreJSON() -> None:
         encodeMessage({1, 2})
     with pytest.raises(TypeError):
         encodeMessage(float("nan"))
+    circular: list = []
+    circular.append(circular)
+    with pytest.raises(TypeError, match="Circular"):
+        encodeMessage(circular)
+    assert encodeMessage(2**70) == b"1180591620717411303424"
+
+
+def test_refusedMessageLeavesNoTrace() -> None:
+    """
+    A value refused part-way through does not taint the next send of the
+    same objects (the circular-reference check forgets what it saw).
+    """
+    from twisted.internet.task import Clock
+
+    from twisted_cluster.messages import Batcher, decodeBatch
+
+    sent: list[bytes] = []
+    clock = Clock()
+    batcher = Batcher(clock, lambda b: sent.append(b) or succeed(None))
+    inner = [1]
+    message = [inner, {"bad": object()}]
+    with pytest.raises(TypeError, match="cannot send list"):
+        batcher.send(message)
+    message.pop()
+    batcher.send(message)
+    clock.advance(0)
+    assert [decodeBatch(b) for b in sent] == [[[[1]]]]
 
 
 def test_batchesPerTurnInOrder() -> None:
@@ -183,6 +211,38 @@ def test_batchesPerTurnInOrder() -> None:
     batcher.send("next")
     clock.advance(0)
     assert decodeBatch(sent[1][0]) == ["next"]
+
+
+def test_longBurstGoesInSeveralBatchesAtOnce() -> None:
+    """
+    A burst past L{BATCH_SIZE} is sent, and pushed out, batch by batch as it
+    is made, not at the end of the turn; order holds across the batches.
+    """
+    from twisted.internet.task import Clock
+
+    from twisted_cluster.messages import BATCH_SIZE, Batcher, decodeBatch
+
+    clock = Clock()
+    events: list[object] = []
+
+    def deliver(batch: bytes):
+        events.append(decodeBatch(batch))
+        return succeed(None)
+
+    batcher = Batcher(clock, deliver, lambda: events.append("push"))
+    message = "x" * (BATCH_SIZE // 4)
+    results = [batcher.send([n, message]) for n in range(10)]
+    assert [e if e == "push" else [m[0] for m in e] for e in events] == [
+        [0, 1, 2, 3],
+        "push",
+        [4, 5, 6, 7],
+        "push",
+    ]
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(0)
+    assert [m[0] for m in events[-1]] == [8, 9]  # type: ignore[union-attr]
+    assert all(r.called for r in results)
+    assert clock.getDelayedCalls() == []
 
 
 def test_batchFailureFailsEachSend() -> None:

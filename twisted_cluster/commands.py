@@ -216,6 +216,23 @@ class Channel(amp.AMP):
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
 
+    def push(self) -> None:
+        """
+        Write what the transport holds now rather than on the reactor's next
+        turn, so that the other side can read a long burst while this side is
+        still sending it.
+        """
+        transport: Any = self.transport
+        if (
+            transport is not None
+            and transport.connected
+            and not transport.disconnecting
+        ):
+            # As the reactor would when the socket is writable.  A write error
+            # leaves the data buffered and the reactor, writing it next, meets
+            # the same error and closes the connection as usual.
+            transport.doWrite()
+
 
 class ChannelFactory(Factory):
     """

@@ -12,30 +12,83 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from json.encoder import (  # type: ignore[attr-defined]
+    c_make_encoder,
+    encode_basestring_ascii,
+)
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-MAX_BATCH = 1024 * 1024
-"""Characters of JSON after which a batch goes at once, not at the end of the turn."""
+BATCH_SIZE = 64 * 1024
+"""Characters of JSON after which a batch goes, and is written, at once rather
+than at the end of the turn: the other side reads a long burst while this side
+still sends it, as Node writes each message at once."""
 
 
-# One encoder for all: json.dumps with options builds a new one each call.
-_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+class _Encoder:
+    """
+    JSON text of one message at a time, with C{json}'s C encoder kept and
+    reused: C{json.dumps} and C{JSONEncoder.encode} build a new one on every
+    call, half the cost of a small message.
+    """
+
+    def __init__(self) -> None:
+        self.encode: Callable[[object], str]
+        self._reset()
+
+    def _reset(self) -> None:
+        if c_make_encoder is None:  # pragma: no cover - not CPython
+            self.encode = json.JSONEncoder(
+                allow_nan=False, separators=(",", ":")
+            ).encode
+            return
+        chunks = c_make_encoder(
+            {},
+            _unencodable,
+            encode_basestring_ascii,
+            None,
+            ":",
+            ",",
+            False,
+            False,
+            False,
+        )
+        self.encode = lambda message: "".join(chunks(message, 0))
+
+    def failed(self, message: object, error: Exception) -> TypeError:
+        """
+        The error to raise for C{message}, which C{encode} refused with
+        C{error}.
+        """
+        # The refused encoding left the values it was inside in the circular
+        # reference table: start afresh.
+        self._reset()
+        return TypeError(f"cannot send {type(message).__name__} message: {error}")
+
+
+def _unencodable(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_ENCODE_ERRORS = (TypeError, ValueError, RecursionError)
+"""What encoding a value JSON cannot hold raises: NaN and infinities are not
+JSON, circular and too deeply nested values cannot be written out."""
+
+_encoder = _Encoder()
 
 
 def encodeMessage(message: object) -> bytes:
     """
     Encode C{message} as JSON.
 
-    @raise TypeError: if JSON cannot encode it (NaN and infinities included,
-        as they are not JSON).
+    @raise TypeError: if JSON cannot encode it.
     """
     try:
-        return _encode(message).encode()
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"cannot send {type(message).__name__} message: {e}") from None
+        return _encoder.encode(message).encode()
+    except _ENCODE_ERRORS as e:
+        raise _encoder.failed(message, e) from None
 
 
 def decodeBatch(batch: bytes) -> list[object]:
@@ -55,14 +108,24 @@ class Batcher:
     Collects the messages sent in one reactor turn into one batch.
 
     @param deliver: sends a batch, or raises if the channel is gone.
+    @param push: writes what C{deliver} has sent so far now, not when the
+        reactor next gets round to it.
     """
 
-    def __init__(self, reactor: IReactorTime, deliver: Deliver) -> None:
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        deliver: Deliver,
+        push: Callable[[], None] = lambda: None,
+    ) -> None:
         self._reactor = reactor
         self._deliver = deliver
+        self._push = push
+        self._scheduled = False
         self._messages: list[str] = []
         self._waiters: list[Deferred[None]] = []
         self._size = 0
+        self._encoder = _Encoder()
 
     def send(self, message: object) -> Deferred[None]:
         """
@@ -70,22 +133,25 @@ class Batcher:
 
         @raise TypeError: if JSON cannot encode C{message}.
         """
-        # encodeMessage, inline: this is the hot path of a burst of sends.
         try:
-            text = _encode(message)
-        except (TypeError, ValueError) as e:
-            raise TypeError(
-                f"cannot send {type(message).__name__} message: {e}"
-            ) from None
-        if not self._messages:
-            self._reactor.callLater(0, self.flush)
+            text = self._encoder.encode(message)
+        except _ENCODE_ERRORS as e:
+            raise self._encoder.failed(message, e) from None
+        if not self._scheduled:
+            self._scheduled = True
+            self._reactor.callLater(0, self._turnEnded)
         self._messages.append(text)
-        self._size += len(text) + 1
         d: Deferred[None] = Deferred()
         self._waiters.append(d)
-        if self._size >= MAX_BATCH:
+        self._size += len(text) + 1
+        if self._size >= BATCH_SIZE:
             self.flush()
+            self._push()
         return d
+
+    def _turnEnded(self) -> None:
+        self._scheduled = False
+        self.flush()
 
     def flush(self) -> None:
         """

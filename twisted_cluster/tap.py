@@ -17,6 +17,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from .heap import freezeStartupHeap
 from .master.listeners import SCHEDULING
 from .master.master import Master
 from .master.restart import RestartPolicy
@@ -302,6 +303,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         master, options["workers"], reactor, onFatal=fatal, policy=policy, limits=limits
     )
     reactor.callWhenRunning(installSignals, service, reactor)
+    reactor.callWhenRunning(freezeStartupHeap)
     # twistd re-raises the signal that stopped it; a graceful stop exits 0.
     reactor.addSystemEventTrigger("after", "shutdown", _exitCleanly, reactor, status)
     shell: IService = service

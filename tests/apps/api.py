@@ -7,6 +7,7 @@ seconds, and obey messages: {"do": "echo"|"disconnect"|"crash"|"env"|"size"
 |"big"|"count"}.
 """
 
+import gc
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted_cluster import cluster
 
 BIG = 16 * 1024 * 1024
+BURST = 10_000  # messages: several batches (messages.BATCH_SIZE) each way
 
 
 class Slow(protocol.Protocol):
@@ -47,7 +49,7 @@ def workerMain():
         elif do == "crash":
             os._exit(3)
         elif do == "env":
-            me.send({"env": os.environ.get("EXTRA")})
+            me.send({"env": os.environ.get("EXTRA"), "frozen": gc.get_freeze_count()})
         elif do == "size":
             data = message["data"]
             me.send(
@@ -136,7 +138,8 @@ def scenario():
     code, signal = yield waitFor(w4, "exit")
     result["crash"] = [w4.exitedAfterDisconnect, code, signal]
 
-    # fork(env=...), messages both ways, in order, of any size.
+    # fork(env=...), messages both ways, in order (bursts of several batches),
+    # of any size.
     w5 = cluster.fork(env={"EXTRA": "yes"})
     yield waitFor(w5, "listening")
     replies = []
@@ -153,23 +156,23 @@ def scenario():
     got = waitFor(w5, "message")
     yield w5.send({"do": "env"})
     (message,) = yield got
-    result["usableAfterTypeError"] = message == {"env": "yes"}
+    result["usableAfterTypeError"] = message["env"] == "yes"
 
     before = len(replies)
     allEchoed = defer.Deferred()
 
     def echoed(worker, message):
-        if len(replies) == before + 1000:
+        if len(replies) == before + BURST:
             allEchoed.callback(None)
 
     cluster.on("message", echoed)  # after the listener that fills replies
-    yield defer.gatherResults([w5.send({"do": "echo", "n": n}) for n in range(1000)])
+    yield defer.gatherResults([w5.send({"do": "echo", "n": n}) for n in range(BURST)])
     yield allEchoed
-    result["echoInOrder"] = [m["echo"] for m in replies[before:]] == list(range(1000))
+    result["echoInOrder"] = [m["echo"] for m in replies[before:]] == list(range(BURST))
 
     got = waitFor(w5, "message")
     yield defer.gatherResults(
-        [w5.send({"do": "count", "n": n, "of": 1000}) for n in range(1000)]
+        [w5.send({"do": "count", "n": n, "of": BURST}) for n in range(BURST)]
     )
     (message,) = yield got
     result["toWorkerInOrder"] = message

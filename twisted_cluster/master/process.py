@@ -78,7 +78,11 @@ class Worker(EventEmitter):
         self.exitCode: int | None = None
         self.signal: str | None = None
         self._master = master
-        self._messages = Batcher(master._reactor, self._deliver)  # type: ignore[arg-type]
+        self._messages = Batcher(
+            master._reactor,  # type: ignore[arg-type]
+            self._deliver,
+            self._push,
+        )
         self._channel: MasterChannel | None = None
         self._lifeline: int | None = None
         self._lifecycle: Lifecycle = lifecycleMachine(self)
@@ -114,6 +118,10 @@ class Worker(EventEmitter):
             raise ConnectionError(f"worker {self.id} is not connected")
         d: Deferred[object] = self._channel.callRemote(Message, batch=batch)
         return d
+
+    def _push(self) -> None:
+        if self._channel is not None:
+            self._channel.push()
 
     def kill(self, signal: str = "SIGTERM") -> None:
         """

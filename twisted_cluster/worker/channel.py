@@ -8,6 +8,7 @@ import os
 import select
 import socket
 import time
+from collections import deque
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -37,6 +38,7 @@ from ..commands import (
     Start,
 )
 from ..events import EventEmitter
+from ..heap import freezeStartupHeap
 from ..master.listeners import ListenRequest
 from ..messages import Batcher, decodeBatch
 from .lifeline import watchLifeline
@@ -103,7 +105,7 @@ class WorkerChannel(Channel):
 
     @Message.responder
     def message(self, batch: bytes) -> dict[str, Any]:
-        self._worker._reactor.callLater(0, self._worker._receive, batch)
+        self._worker._receive(batch)
         return {}
 
     @Start.responder
@@ -204,7 +206,8 @@ class ThisWorker(EventEmitter):
         self.exitedAfterDisconnect = False
         self._reactor = reactor
         self._channel = WorkerChannel(self)
-        self._messages = Batcher(reactor, self._deliver)
+        self._messages = Batcher(reactor, self._deliver, self._channel.push)
+        self._inbox: deque[bytes] = deque()
         self.ports = SharedPorts(reactor, self._requestSocket, self._requestSlot)
         self._disconnecting: Deferred[None] | None = None
         self._started: Deferred[int] = Deferred()
@@ -227,6 +230,8 @@ class ThisWorker(EventEmitter):
         self.ports.install()
         watchLifeline(self._reactor, LIFELINE_FD)
         self._channel.callRemote(Online).addErrback(self._unheard)
+        # By then the app (a .tac, or the script that imported us) is loaded.
+        self._reactor.callWhenRunning(freezeStartupHeap)
 
     def whenStarted(self) -> Deferred[int]:
         """
@@ -303,8 +308,18 @@ class ThisWorker(EventEmitter):
         )
 
     def _receive(self, batch: bytes) -> None:
-        for message in decodeBatch(batch):
-            self.emit("message", message)
+        self._inbox.append(batch)
+        if len(self._inbox) == 1:
+            # Two turns on, not one: the channel's answer, written at the end
+            # of the next turn, then tells the master before the listeners
+            # run, and its send() Deferreds fire while this worker delivers.
+            later = self._reactor.callLater
+            later(0, later, 0, self._deliverInbox)
+
+    def _deliverInbox(self) -> None:
+        while self._inbox:
+            for message in decodeBatch(self._inbox.popleft()):
+                self.emit("message", message)
 
     def _channelLost(self) -> None:
         if self._disconnecting is None:
