@@ -13,24 +13,34 @@ from twisted_cluster.master.roundrobin import Distributor
 
 
 class FakeWorker:
-    def __init__(self, name: str, refuse: bool = False) -> None:
+    def __init__(
+        self, name: str, refuse: bool = False, order: list[str] | None = None
+    ) -> None:
         self.name = name
         self.refuse = refuse
         self.got: list[int] = []
+        self.order = [] if order is None else order
+        self.openConnections = 0
 
     def passConnection(self, listener: int, descriptor: int):
         if self.refuse:
             return fail(ConnectionError("not listening"))
         self.got.append(listener)
+        self.order.append(self.name)
         return succeed(None)
 
 
-def test_inTurnSkippingRefusers() -> None:
-    reactor = MemoryReactor()
+def listeningSocket() -> socket.socket:
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
     listening.listen(16)
     listening.setblocking(False)
+    return listening
+
+
+def test_inTurnSkippingRefusers() -> None:
+    reactor = MemoryReactor()
+    listening = listeningSocket()
     a, b, c = FakeWorker("a"), FakeWorker("b", refuse=True), FakeWorker("c")
     distributor = Distributor(reactor, listening, 7, lambda w: True)
     assert distributor not in reactor.getReaders()
@@ -45,6 +55,40 @@ def test_inTurnSkippingRefusers() -> None:
     distributor.unsubscribe(a)  # type: ignore[arg-type]
     distributor.unsubscribe(c)  # type: ignore[arg-type]
     assert distributor not in reactor.getReaders()
+    for s in clients:
+        s.close()
+    listening.close()
+
+
+def test_leastBusyFirstInTurnAmongEquals() -> None:
+    """
+    Each connection goes to the worker with the fewest open connections it
+    was handed; equals take turns; a refused connection is not counted.
+    """
+    listening = listeningSocket()
+    order: list[str] = []
+    a, b, c = (FakeWorker(name, order=order) for name in "abc")
+    a.openConnections, b.openConnections, c.openConnections = 3, 0, 1
+    distributor = Distributor(MemoryReactor(), listening, 1, lambda w: True)
+    for worker in (a, b, c):
+        distributor.subscribe(worker)  # type: ignore[arg-type]
+    clients = [socket.create_connection(listening.getsockname()) for _ in range(5)]
+    distributor.doRead()
+    # b catches up with c, then b and c take turns until a's 3 is reached.
+    assert order == ["b", "c", "b", "c", "b"]
+    assert [w.openConnections for w in (a, b, c)] == [3, 3, 3]
+    # b's connections close: the next go to b.
+    b.openConnections = 0
+    clients += [socket.create_connection(listening.getsockname()) for _ in range(2)]
+    distributor.doRead()
+    assert order[5:] == ["b", "b"]
+    # A worker that refuses gives its count back.
+    c.refuse = True
+    c.openConnections = 0
+    clients.append(socket.create_connection(listening.getsockname()))
+    distributor.doRead()
+    assert c.openConnections == 0
+    assert order[7:] == ["b"]
     for s in clients:
         s.close()
     listening.close()

@@ -152,3 +152,40 @@ def test_roundRobinHandsOutConnectionsInTurn(cluster, pem: str) -> None:
     assert answers.count("1") == answers.count("2") == 10
     assert all(a != b for a, b in zip(answers, answers[1:], strict=False))
     assert "roundrobin" not in c.stderr()
+
+
+def test_roundRobinToLeastBusy(cluster, tmp_path: Path) -> None:
+    """
+    Round robin hands a connection to the worker with the fewest open ones:
+    once a worker's connections close, the next ones go to it.
+    """
+    port = freePort()
+    env = {
+        "LISTEN_STYLE": "listenTCP",
+        "LISTEN_PORT": str(port),
+        "HOLD": "1",
+        "REPORT_DIR": str(tmp_path),
+    }
+    cluster(LISTEN, workers=2, env=env, args=["--scheduling", "roundrobin"])
+    held: dict[str, list[socket.socket]] = {}
+
+    def hold() -> str:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        worker, pid = s.makefile().readline().split()
+        held.setdefault(pid, []).append(s)
+        return pid
+
+    waitFor(lambda: len(list(tmp_path.glob("port-*"))) == 2, what="both listening")
+    for _ in range(6):
+        hold()
+    assert sorted(len(connections) for connections in held.values()) == [3, 3]
+    freed, busy = held
+    for s in held.pop(freed):
+        s.close()
+    closed = tmp_path / f"closed-{freed}"
+    waitFor(lambda: closed.exists() and closed.read_text() == "xxx", what="closes")
+    assert [hold() for _ in range(3)] == [freed] * 3
+    assert hold() != hold()  # Level again: in turn.
+    for connections in held.values():
+        for s in connections:
+            s.close()

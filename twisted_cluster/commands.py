@@ -183,6 +183,17 @@ class Connection(amp.Command):
     errors = {NotListening: b"NOT_LISTENING"}
 
 
+class Closed(amp.Command):
+    """
+    Worker to master (round robin): C{count} of the connections you handed me
+    have closed since I last said.  Sent at most once per turn.
+    """
+
+    arguments = [(b"count", amp.Integer())]
+    response = []
+    requiresAnswer = False
+
+
 class Heartbeat(amp.Command):
     """
     Master to worker: are you there?  Answered by the worker's reactor, so a

@@ -127,7 +127,7 @@ class Options(usage.Options):
             "reuseport",
             "How connections reach workers: reuseport (a socket per worker, "
             "balanced by the kernel; Linux), roundrobin (the master hands each "
-            "out in turn) or shared (one socket).",
+            "to the least busy worker) or shared (one socket).",
         ],
         [
             "reload-batch",

@@ -1,8 +1,9 @@
 """
 A test app that listens one way, chosen by LISTEN_STYLE, on LISTEN_PORT or
 LISTEN_PATH.  Stream servers greet each connection with "<worker id> <pid>"
-and close it; the UDP server answers each datagram the same way.  With
-REPORT_DIR set, each worker writes the port it listens on there.
+and close it (with HOLD set, they keep it open, and count in REPORT_DIR
+each one the client closes); the UDP server answers each datagram the same
+way.  With REPORT_DIR set, each worker writes the port it listens on there.
 """
 
 import os
@@ -20,7 +21,14 @@ WHO = f"{os.environ.get('TWISTED_CLUSTER_WORKER_ID', '-')} {os.getpid()}\n".enco
 class Greet(protocol.Protocol):
     def connectionMade(self):
         self.transport.write(WHO)
-        self.transport.loseConnection()
+        if not os.environ.get("HOLD"):
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        if os.environ.get("HOLD"):
+            name = os.path.join(os.environ["REPORT_DIR"], f"closed-{os.getpid()}")
+            with open(name, "a") as f:
+                f.write("x")
 
 
 class Answer(protocol.DatagramProtocol):

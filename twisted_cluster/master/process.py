@@ -25,6 +25,7 @@ from ..commands import (
     BootFailed,
     Channel,
     ChannelFactory,
+    Closed,
     Connection,
     Disconnect,
     Heartbeat,
@@ -61,6 +62,8 @@ class Worker(EventEmitter):
         then any it adopted from a worker that went.
     @ivar ready: whether the application it runs has started (only a
         C{.tac} bootstrap says so).
+    @ivar openConnections: how many of the connections round robin handed it
+        are open, as far as the master knows.
     """
 
     _log = Logger()
@@ -73,6 +76,7 @@ class Worker(EventEmitter):
         self.exitedAfterDisconnect = False
         self.bootError: str | None = None
         self.ready = False
+        self.openConnections = 0
         self.process: IProcessTransport | None = None
         self._pid: int | None = None
         self.exitCode: int | None = None
@@ -377,6 +381,11 @@ class MasterChannel(Channel):
     @BootFailed.responder
     def bootFailed(self, reason: str) -> dict[str, Any]:
         self._worker._bootFailed(reason)
+        return {}
+
+    @Closed.responder
+    def closed(self, count: int) -> dict[str, Any]:
+        self._worker.openConnections = max(0, self._worker.openConnections - count)
         return {}
 
     @Message.responder

@@ -1,10 +1,12 @@
 """
 Master-side round robin: the master accepts each connection itself and
-hands it to the next worker, as Node's cluster does by default.
+hands it to the least busy worker, the one with the fewest open connections
+it was handed, taking turns among equals (Node's cluster takes turns only).
 
 It costs the master an accept and a descriptor pass per connection, but
-balances exactly, whatever the kernel does; use it where SO_REUSEPORT does
-not balance (or for few, long-lived connections).
+balances whatever the kernel does, and by what workers hold, not only by
+what they were given; use it where SO_REUSEPORT does not balance, or for
+connections that live long and unevenly.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ ACCEPTS_PER_READ = 50
 class Distributor:
     """
     Accepts connections on one listening socket while at least one worker
-    subscribes, and passes each to the subscribers in turn.  A worker that
-    refuses one (it has stopped listening) is dropped and the next tried.
+    subscribes, and passes each to the least busy subscriber (fewest
+    C{openConnections}), in turn among equals.  A worker that refuses one (it
+    has stopped listening) is dropped and the next tried.
     """
 
     _log = Logger()
@@ -90,13 +93,19 @@ class Distributor:
             self._dispatch(connection, [])
 
     def _pick(self, tried: list[Worker]) -> Worker | None:
-        candidates = [
-            w for w in self._subscribers if w not in tried and self._available(w)
-        ]
-        if not candidates:
-            return None
-        self._next = (self._next + 1) % len(candidates)
-        return candidates[self._next]
+        # Look from the one after the last pick, so that equals take turns.
+        count = len(self._subscribers)
+        best: Worker | None = None
+        chosen = self._next
+        for n in range(count):
+            index = (self._next + 1 + n) % count
+            worker = self._subscribers[index]
+            if worker in tried or not self._available(worker):
+                continue
+            if best is None or worker.openConnections < best.openConnections:
+                best, chosen = worker, index
+        self._next = chosen
+        return best
 
     def _dispatch(self, connection: socket.socket, tried: list[Worker]) -> None:
         worker = self._pick(tried)
@@ -105,10 +114,15 @@ class Distributor:
             connection.close()
             return
 
+        # Counted now, not when the worker answers: the next connection of
+        # this same read must already see it.
+        worker.openConnections += 1
+
         def taken(_: Any) -> None:
             connection.close()  # The worker has its own descriptor now.
 
         def refused(failure: Failure) -> None:
+            worker.openConnections -= 1
             self.unsubscribe(worker)
             self._dispatch(connection, [*tried, worker])
 

@@ -25,6 +25,7 @@ from ..commands import (
     BootFailed,
     Channel,
     ChannelFactory,
+    Closed,
     Connection,
     Disconnect,
     Heartbeat,
@@ -208,7 +209,10 @@ class ThisWorker(EventEmitter):
         self._channel = WorkerChannel(self)
         self._messages = Batcher(reactor, self._deliver, self._channel.push)
         self._inbox: deque[bytes] = deque()
-        self.ports = SharedPorts(reactor, self._requestSocket, self._requestSlot)
+        self.ports = SharedPorts(
+            reactor, self._requestSocket, self._requestSlot, self._handedBack
+        )
+        self._closedSinceSaid = 0
         self._disconnecting: Deferred[None] | None = None
         self._started: Deferred[int] = Deferred()
 
@@ -306,6 +310,17 @@ class ThisWorker(EventEmitter):
         return d.addCallback(
             lambda a: Answer(a["descriptor"], a["family"], a["roundRobin"])
         )
+
+    def _handedBack(self) -> None:
+        # One notice per turn, however many connections closed in it.
+        self._closedSinceSaid += 1
+        if self._closedSinceSaid == 1:
+            self._reactor.callLater(0, self._sayClosed)
+
+    def _sayClosed(self) -> None:
+        count, self._closedSinceSaid = self._closedSinceSaid, 0
+        if self._channel.transport is not None:
+            self._channel.callRemote(Closed, count=count)
 
     def _receive(self, batch: bytes) -> None:
         self._inbox.append(batch)

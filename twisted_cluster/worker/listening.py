@@ -132,7 +132,18 @@ class _RoundRobinPort(_SharedTCPPort):
     """
     A TCP port whose connections the master accepts and hands over: it
     holds the listening socket (for C{getHost}) but never accepts itself.
+
+    @ivar handedBack: called once for each connection handed over that has
+        closed, so that the master knows how busy this worker is.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handedBack: Callable[[], None] = lambda: None
+
+    def _connectionClosed(self, connection: object) -> None:
+        super()._connectionClosed(connection)
+        self.handedBack()
 
     def startListening(self) -> None:
         super().startListening()
@@ -144,14 +155,18 @@ class _RoundRobinPort(_SharedTCPPort):
         """
         skt = socket.fromfd(descriptor, self.addressFamily, socket.SOCK_STREAM)
         os.close(descriptor)
-        if not self.connected:
-            skt.close()
-            return
-        skt.setblocking(False)
-        addr = skt.getpeername()
-        protocol = self.factory.buildProtocol(self._buildAddr(addr))  # type: ignore[union-attr]
+        protocol = None
+        if self.connected:
+            skt.setblocking(False)
+            try:
+                addr = skt.getpeername()
+            except OSError:
+                pass  # The client has gone already.
+            else:
+                protocol = self.factory.buildProtocol(self._buildAddr(addr))  # type: ignore[union-attr]
         if protocol is None:
             skt.close()
+            self.handedBack()
             return
         session = self.sessionno
         self.sessionno = session + 1
@@ -211,11 +226,16 @@ class SharedPorts:
     _log = Logger()
 
     def __init__(
-        self, reactor: Any, requestSocket: RequestSocket, requestSlot: RequestSlot
+        self,
+        reactor: Any,
+        requestSocket: RequestSocket,
+        requestSlot: RequestSlot,
+        handedBack: Callable[[], None] = lambda: None,
     ) -> None:
         self._reactor = reactor
         self._requestSocket = requestSocket
         self._requestSlot = requestSlot
+        self._handedBack = handedBack
         self._occurrences: dict[tuple[str, str], int] = {}
         self._tcp: list[tuple[ListenRequest, ServerFactory]] = []
         self._slots: dict[int, list[IListeningPort]] = {}
@@ -252,6 +272,7 @@ class SharedPorts:
             )
         finally:
             os.close(answer.descriptor)
+        port.handedBack = self._handedBack
         self.roundRobin[answer.roundRobin] = port
         return self._start(port)
 
