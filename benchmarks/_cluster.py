@@ -27,7 +27,11 @@ def freePort() -> int:
 
 @contextmanager
 def exampleCluster(
-    port: int, workers: int, logDir: str, stopTimeout: float = 40.0
+    port: int,
+    workers: int,
+    logDir: str,
+    stopTimeout: float = 40.0,
+    args: tuple[str, ...] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
     """
     Run examples/server.tac on C{workers} workers serving C{port}; stop it
@@ -35,7 +39,7 @@ def exampleCluster(
     """
     master = subprocess.Popen(
         [TWISTD, "-n", "--pidfile=", f"--logfile={logDir}/log", "cluster"]
-        + ["--app", str(APP), "-w", str(workers)],
+        + ["--app", str(APP), "-w", str(workers), *args],
         env={**os.environ, "PORT": str(port)},
         cwd=logDir,
         start_new_session=True,

@@ -138,11 +138,13 @@ def running(setup: Setup, port: int, tmp: str) -> Iterator[subprocess.Popen[byte
         process.wait()
 
 
-def wrk(port: int, seconds: int, connections: int) -> tuple[float, dict[str, int]]:
+def wrk(
+    port: int, seconds: int, connections: int, threads: int
+) -> tuple[float, dict[str, int]]:
     out = subprocess.run(
         [
             "wrk",
-            "-t1",
+            f"-t{threads}",
             f"-c{connections}",
             f"-d{seconds}s",
             "-s",
@@ -164,10 +166,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--threads", type=int, default=2, help="wrk's threads (its own default: 2)"
+    )
+    parser.add_argument(
+        "--only", default="", help="run only the setups whose name contains this"
+    )
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
-    all_ = setups(options.workers)
+    all_ = [
+        s
+        for n, s in enumerate(setups(options.workers))
+        if n == 0 or options.only in s.name
+    ]
     for n in range(options.rounds):
         for setup in all_:
             port = freePort()
@@ -175,8 +187,10 @@ def main() -> None:
                 tempfile.TemporaryDirectory() as tmp,
                 running(setup, port, tmp) as process,
             ):
-                wrk(port, 1, options.connections)  # warm up
-                rate, counts = wrk(port, options.seconds, options.connections)
+                wrk(port, 1, options.connections, options.threads)  # warm up
+                rate, counts = wrk(
+                    port, options.seconds, options.connections, options.threads
+                )
                 workers = (
                     descendants(process.pid)
                     if setup.workers > 1 or "cluster" in setup.name
