@@ -1,6 +1,6 @@
 """
-A worker's own log: its id in every line, and a log file that follows
-rotation.
+A worker's own log: its id in every line, twistd's format, one write per
+reactor turn, and a log file that follows rotation.
 """
 
 from __future__ import annotations
@@ -8,9 +8,46 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from twisted.logger import LogLevel, formatEvent
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, formatEventAsClassicLogText
+from twisted.python.failure import Failure
 
-from twisted_cluster.worker.logging import ReopeningFile, WorkerSystem
+from twisted_cluster.worker.logging import (
+    LineBuffer,
+    ReopeningFile,
+    WorkerLogObserver,
+)
+
+
+class Writes(LineBuffer):
+    """
+    A L{LineBuffer} that keeps each write it would make.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(-1)
+        self.writes: list[str] = []
+
+    def flush(self) -> None:
+        if self._pending:
+            self.writes.append("".join(self._pending))
+            self._pending.clear()
+
+
+def running() -> MemoryReactorClock:
+    reactor = MemoryReactorClock()
+    reactor.running = True
+    return reactor
+
+
+def event(text: str, level: LogLevel = LogLevel.info, **more: object) -> dict:
+    return {
+        "log_format": text,
+        "log_namespace": "app",
+        "log_level": level,
+        "log_time": 1_700_000_000.25,
+        **more,
+    }
 
 
 def test_reopensRotatedFile(tmp_path: Path) -> None:
@@ -26,10 +63,92 @@ def test_reopensRotatedFile(tmp_path: Path) -> None:
     assert path.read_text() == "two\n"
 
 
-def test_workerIdInSystem() -> None:
-    seen: list[dict] = []
-    observe = WorkerSystem(3, seen.append)
-    observe({"log_format": "hi", "log_namespace": "app", "log_level": LogLevel.info})
-    observe({"log_format": "legacy", "log_system": "-"})
-    assert [e["log_system"] for e in seen] == ["worker 3: app#info", "worker 3: -"]
-    assert formatEvent(seen[0]) == "hi"
+def test_twistdFormatWithWorkerId() -> None:
+    """
+    A line is what twistd's log file has, with the worker's id in front of
+    the system; a traceback is indented under it, as twistd's is.
+    """
+    stream = Writes()
+    observe = WorkerLogObserver(3, stream, MemoryReactorClock())
+    failure = Failure(ZeroDivisionError("division by zero"))
+    events = [
+        event("hi {who}", who="there"),
+        event("legacy", log_system="HTTPChannel,0,127.0.0.1"),
+        event("broke", LogLevel.error, log_failure=failure),
+    ]
+    for e in events:
+        observe(e)
+    expected = [
+        formatEventAsClassicLogText(e).replace("[", "[worker 3: ", 1)  # type: ignore[union-attr]
+        for e in events
+    ]
+    assert stream.writes == expected
+    assert expected[0].endswith(" [worker 3: app#info] hi there\n")
+    assert "\n\tTraceback" in expected[2]
+
+
+def test_oneWritePerTurn() -> None:
+    """
+    While the reactor runs, the lines of one turn go out in one write at
+    its end.
+    """
+    stream = Writes()
+    reactor = running()
+    observe = WorkerLogObserver(1, stream, reactor)
+    observe(event("one"))
+    observe(event("two"))
+    assert stream.writes == []
+    reactor.advance(0)
+    assert len(stream.writes) == 1
+    assert stream.writes[0].count("\n") == 2
+    observe(event("three"))
+    reactor.advance(0)
+    assert len(stream.writes) == 2 and "three" in stream.writes[1]
+
+
+def test_warningsAtOnce() -> None:
+    """
+    A warning or an error goes out at once, after the lines before it.
+    """
+    stream = Writes()
+    reactor = running()
+    observe = WorkerLogObserver(1, stream, reactor)
+    observe(event("before"))
+    observe(event("careful", LogLevel.warn))
+    assert len(stream.writes) == 1
+    assert stream.writes[0].index("before") < stream.writes[0].index("careful")
+    assert not reactor.getDelayedCalls()
+
+
+def test_shutdownFlushes() -> None:
+    """
+    What is pending when the reactor shuts down is written after it has;
+    once it is not running, each line goes out at once.
+    """
+    stream = Writes()
+    reactor = running()
+    observe = WorkerLogObserver(1, stream, reactor)
+    observe(event("last words"))
+    for trigger in reactor.triggers["after"]["shutdown"]:
+        trigger[0]()
+    assert len(stream.writes) == 1 and "last words" in stream.writes[0]
+    reactor.running = False
+    observe(event("after"))
+    assert len(stream.writes) == 2
+
+
+def test_linesWholeInSharedFile(tmp_path: Path) -> None:
+    """
+    Two writers appending to one file leave every line whole.
+    """
+    path = str(tmp_path / "log")
+    a, b = ReopeningFile(path), ReopeningFile(path)
+    for n in range(200):
+        a.write(f"a{n}" + "x" * 300 + "\n")
+        b.write(f"b{n}" + "y" * 300 + "\n")
+        if n % 50 == 49:
+            a.flush()
+            b.flush()
+    lines = Path(path).read_text().splitlines()
+    assert len(lines) == 400
+    assert all(set(line.lstrip("ab0123456789")) in ({"x"}, {"y"}) for line in lines)

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     # A hung worker is sent SIGABRT first: this dumps where it is stuck.
     faulthandler.enable()
     worker = thisWorker(reactor)
-    ours = workerObserver(options.log_to, worker.id)
+    ours = workerObserver(options.log_to, worker.id, reactor)
     globalLogBeginner.beginLoggingTo([ours], redirectStandardIO=True)
     # As twistd does, so a .tac can import modules beside it.
     sys.path.insert(0, os.path.abspath(os.getcwd()))

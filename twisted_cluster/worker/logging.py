@@ -7,89 +7,166 @@ each worker formats its own events as twistd would and writes them there
 itself, its id in every line.  Only when the master logs elsewhere (syslog,
 a custom observer) are events relayed to it, as JSON on the worker's
 standard output (see L{twisted_cluster.master.logs}).
+
+A busy worker logs once per request.  Writing each line at once would cost
+a system call per request, so the lines of one reactor turn go out together
+at its end, in one write: several processes append to the same file, and a
+whole write keeps every line whole.  Warnings and errors go out at once,
+with everything before them.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import IO, Any
+from typing import Any
 
 from twisted.logger import (
     ILogObserver,
     LogEvent,
+    LogLevel,
+    eventAsText,
+    formatTime,
     jsonFileLogObserver,
-    textFileLogObserver,
 )
 from zope.interface import implementer
 
 RELAY = "relay"
 STDOUT = "stdout"
 
+_URGENT = frozenset({LogLevel.warn, LogLevel.error, LogLevel.critical})
 
-class ReopeningFile:
+
+class LineBuffer:
+    """
+    Text written to a file descriptor on L{flush}, all of it in one write.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pending: list[str] = []
+
+    def write(self, text: str) -> None:
+        self._pending.append(text)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        data = "".join(self._pending).encode("utf-8", "backslashreplace")
+        self._pending.clear()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+
+class ReopeningFile(LineBuffer):
     """
     A log file opened for appending that follows its path: once the file
-    has been rotated away (renamed, or removed), the next write after a
-    second's check opens the new one, as C{logging.WatchedFileHandler} does.
+    has been rotated away (renamed, or removed), a flush after a second's
+    check opens the new one, as C{logging.WatchedFileHandler} does.
     """
 
     checkEvery = 1.0
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._file = self._open()
+        super().__init__(self._open())
         self._checked = time.monotonic()
 
-    def _open(self) -> IO[str]:
-        return open(self._path, "a", encoding="utf-8")
+    def _open(self) -> int:
+        return os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-    def write(self, text: str) -> None:
+    def flush(self) -> None:
         now = time.monotonic()
         if now - self._checked >= self.checkEvery:
             self._checked = now
             try:
-                moved = (
-                    os.stat(self._path).st_ino != os.fstat(self._file.fileno()).st_ino
-                )
+                moved = os.stat(self._path).st_ino != os.fstat(self._fd).st_ino
             except FileNotFoundError:
                 moved = True
             if moved:
-                self._file.close()
-                self._file = self._open()
-        self._file.write(text)
+                os.close(self._fd)
+                self._fd = self._open()
+        super().flush()
 
-    def flush(self) -> None:
-        self._file.flush()
+
+class _SecondStamps:
+    """
+    twistd's timestamps (whole seconds), each second's formatted once.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, when: float | None) -> str:
+        if when is None:
+            return "-"
+        second = int(when)
+        if second != self._second:
+            self._second, self._text = second, formatTime(second)
+        return self._text
 
 
 @implementer(ILogObserver)
-class WorkerSystem:
+class WorkerLogObserver:
     """
-    Puts the worker's id in front of each event's system, as the master's
-    relay does.
+    Writes events as twistd's log file does, with C{worker N: } in front of
+    each event's system, to a L{LineBuffer}, flushed at the end of the
+    reactor turn (at once for warnings and errors, and while the reactor is
+    not running).
     """
 
-    def __init__(self, workerId: int, observer: ILogObserver) -> None:
+    def __init__(self, workerId: int, stream: LineBuffer, reactor: Any) -> None:
         self._prefix = f"worker {workerId}: "
-        self._observer = observer
+        self._stream = stream
+        self._reactor = reactor
+        self._stamp = _SecondStamps()
+        self._turn: Any = None
+        reactor.addSystemEventTrigger("after", "shutdown", self.flush)
 
     def __call__(self, event: LogEvent) -> None:
-        system = event.get("log_system")
-        if system is None:
-            level = event.get("log_level")
-            namespace = event.get("log_namespace", "-")
-            system = f"{namespace}#{level.name}" if level is not None else namespace
-        self._observer({**event, "log_system": self._prefix + system})
+        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+        if not text:
+            return
+        stamp = self._stamp(event.get("log_time"))
+        line = f"{stamp} [{self._prefix}{_system(event)}] {text}"
+        self._stream.write(line.replace("\n", "\n\t") + "\n")
+        if event.get("log_level") in _URGENT or not self._reactor.running:
+            self.flush()
+        elif self._turn is None:
+            self._turn = self._reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """
+        Write out every line so far.
+        """
+        if self._turn is not None:
+            if self._turn.active():
+                self._turn.cancel()
+            self._turn = None
+        self._stream.flush()
 
 
-def workerObserver(target: str, workerId: int) -> ILogObserver:
+def _system(event: LogEvent) -> str:
+    system = event.get("log_system")
+    if system is None:
+        level = event.get("log_level")
+        namespace = event.get("log_namespace", "-")
+        return f"{namespace}#{level.name if level is not None else '-'}"
+    try:
+        return str(system)
+    except Exception:
+        return "UNFORMATTABLE"
+
+
+def workerObserver(target: str, workerId: int, reactor: Any) -> ILogObserver:
     """
     The observer for a worker whose log goes to C{target}: L{RELAY},
     L{STDOUT} or a file's path.
     """
-    stdout = os.fdopen(1, "w", encoding="utf-8", closefd=False)
     if target == RELAY:
+        stdout = os.fdopen(1, "w", encoding="utf-8", closefd=False)
         return jsonFileLogObserver(stdout)
-    stream: Any = stdout if target == STDOUT else ReopeningFile(target)
-    return WorkerSystem(workerId, textFileLogObserver(stream))
+    stream = LineBuffer(1) if target == STDOUT else ReopeningFile(target)
+    return WorkerLogObserver(workerId, stream, reactor)
