@@ -1,7 +1,7 @@
 """
 Message throughput between the master and a worker, against Node's cluster.
 
-    .venv/bin/python benchmarks/messages.py [--count 20000] [--rounds 5]
+    .venv/bin/python benchmarks/messages.py [--count 20000] [--rounds 5] [--json F]
 
 Each round forks a fresh worker and measures, with small messages
 ({"n": i}) master to worker:
@@ -91,7 +91,7 @@ HEADER = f"{'msg/s':16s} {'received':>9s} {'acked':>9s} {'1 by 1':>9s} {'16MiB m
 
 
 @defer.inlineCallbacks
-def main(count: int, rounds: int):
+def main(count: int, rounds: int, jsonPath: str | None):
     ours, theirs = [], []
     print(HEADER)
     for n in range(rounds):
@@ -123,6 +123,16 @@ def main(count: int, rounds: int):
             "(node's acked column is its send callback, which runs once the "
             "message is written; ours once the worker has it)"
         )
+    if jsonPath:
+        with open(jsonPath, "w") as f:
+            json.dump(
+                {
+                    "ours": median(ours),
+                    "node": median(theirs) if theirs else None,
+                    "ratios": ratios if theirs else [],
+                },
+                f,
+            )
 
 
 def counting() -> None:
@@ -146,10 +156,11 @@ if cluster.isMaster:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", help="also write the medians to this file")
     options = parser.parse_args()
 
     def run() -> None:
-        d = main(options.count, options.rounds)
+        d = main(options.count, options.rounds, options.json)
         d.addErrback(lambda f: print(f.getTraceback(), file=sys.stderr))
         d.addBoth(lambda _: reactor.stop())
 

@@ -14,6 +14,7 @@ have had at most one per client in hand.  Prints each round and the medians.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--stable-after", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--spares", type=int, default=1)
+    parser.add_argument("--json", help="also write the medians to this file")
     options = parser.parse_args()
     colds, replacements, lost = [], [], []
     for n in range(options.rounds):
@@ -143,6 +145,17 @@ def main() -> None:
         f"{statistics.median(replacements) * 1000:.0f} ms"
     )
     print(f"requests lost per kill: {lost} (at most {options.clients} each)")
+    if options.json:
+        with open(options.json, "w") as f:
+            json.dump(
+                {
+                    "coldStartMs": statistics.median(colds) * 1000,
+                    "replacementMs": statistics.median(replacements) * 1000,
+                    "lostPerKill": lost,
+                    "inHandsAtMost": options.clients,
+                },
+                f,
+            )
 
 
 if __name__ == "__main__":

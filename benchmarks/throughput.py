@@ -3,17 +3,20 @@ Throughput and balance: one plain Twisted process against our cluster with 1
 and N workers under each scheduling policy, and Node's cluster when node is
 installed, interleaved over several rounds on the same hello world.
 
-    .venv/bin/python benchmarks/throughput.py [--rounds 3] [--seconds 5]
+    .venv/bin/python benchmarks/throughput.py [--rounds 3] [--seconds 5] [--json F]
 
 Prints each run, then per setup the median req/s, its ratio to the plain
 Twisted process of the same rounds, the per-worker split (max/min requests,
-median and worst round), and memory (resident MB of each worker and the
-master, read at the end of a run).
+median and worst round), the server's CPU time per request (all its
+processes, user and system), and memory (resident MiB of the largest worker
+and of the master, read at the end of a run).  --json writes the same
+summary as data.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -41,6 +44,7 @@ class Setup:
     env: dict[str, str] = field(default_factory=dict)
     workers: int = 1
     runs: list[tuple[float, float]] = field(default_factory=list)  # req/s, max/min
+    cpu: list[float] = field(default_factory=list)  # microseconds per request
     memory: list[tuple[float, list[float]]] = field(default_factory=list)
 
 
@@ -86,6 +90,19 @@ def setups(workers: int) -> list[Setup]:
 def resident(pid: int) -> float:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def cpuSeconds(pids: list[int]) -> float:
+    """User and system time of C{pids} so far."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def descendants(pid: int) -> list[int]:
@@ -172,6 +189,7 @@ def main() -> None:
     parser.add_argument(
         "--only", default="", help="run only the setups whose name contains this"
     )
+    parser.add_argument("--json", help="also write the summary to this file")
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -188,9 +206,13 @@ def main() -> None:
                 running(setup, port, tmp) as process,
             ):
                 wrk(port, 1, options.connections, options.threads)  # warm up
+                tree = [process.pid, *descendants(process.pid)]
+                before = cpuSeconds(tree)
                 rate, counts = wrk(
                     port, options.seconds, options.connections, options.threads
                 )
+                used = cpuSeconds(tree) - before
+                setup.cpu.append(used / (rate * options.seconds) * 1e6)
                 workers = (
                     descendants(process.pid)
                     if setup.workers > 1 or "cluster" in setup.name
@@ -212,33 +234,53 @@ def main() -> None:
                 f"round {n + 1}: {setup.name:34s} {rate:9.0f} req/s  split {counts}",
                 flush=True,
             )
-    base = statistics.median(r for r, _ in all_[0].runs)
+    summary = summarise(all_)
     print()
-    columns = [
-        "req/s",
-        "vs twistd",
-        "max/min (median, worst)",
-        "RSS MB worker / master",
-    ]
-    widths = [9, 9, 24, 24]
     print(
-        f"{'setup':34s} "
-        + " ".join(f"{c:>{w}s}" for c, w in zip(columns, widths, strict=True))
+        f"{'setup':34s} {'req/s':>9s} {'vs twistd':>9s}"
+        f" {'max/min (median, worst)':>24s} {'us CPU/req':>10s}"
+        f" {'RSS MiB worker / master':>24s}"
     )
+    for row in summary:
+        split = (
+            f"{row['splitMedian']:.2f}, {row['splitWorst']:.2f}"
+            if row["workers"] > 1
+            else "-"
+        )
+        memory = f"{row['workerMiB']:.1f}" + (
+            f" / {row['masterMiB']:.1f}" if row["masterMiB"] else ""
+        )
+        print(
+            f"{row['setup']:34s} {row['rate']:9.0f} {row['ratio']:9.2f} {split:>24s}"
+            f" {row['cpuPerRequest']:10.1f} {memory:>24s}"
+        )
+    if options.json:
+        with open(options.json, "w") as f:
+            json.dump(summary, f, indent=1)
+
+
+def summarise(all_: list[Setup]) -> list[dict[str, object]]:
+    """Medians per setup, ratios against the first (the plain process)."""
+    base = statistics.median(r for r, _ in all_[0].runs)
+    summary: list[dict[str, object]] = []
     for setup in all_:
         rate = statistics.median(r for r, _ in setup.runs)
         splits = [s for _, s in setup.runs]
-        split = (
-            f"{statistics.median(splits):.2f}, {max(splits):.2f}"
-            if setup.workers > 1
-            else "-"
-        )
         master, workers = setup.memory[-1]
-        memory = (
-            f"{max(workers):.1f} / {master:.1f}" if master else f"{max(workers):.1f}"
+        summary.append(
+            {
+                "setup": setup.name,
+                "workers": setup.workers,
+                "rate": rate,
+                "ratio": rate / base,
+                "splitMedian": statistics.median(splits),
+                "splitWorst": max(splits),
+                "cpuPerRequest": statistics.median(setup.cpu),
+                "workerMiB": max(workers),
+                "masterMiB": master,
+            }
         )
-        ratio = rate / base
-        print(f"{setup.name:34s} {rate:9.0f} {ratio:9.2f} {split:>24s} {memory:>24s}")
+    return summary
 
 
 if __name__ == "__main__":
