@@ -12,17 +12,19 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
 from twisted.python import usage
 
 from .heap import freezeStartupHeap
+from .master.lean import withoutTLS
 from .master.listeners import SCHEDULING
-from .master.master import Master
 from .master.restart import RestartPolicy
-from .master.supervisor import ClusterService, Limits
 from .worker.logging import RELAY, STDOUT
+
+if TYPE_CHECKING:
+    from .master.supervisor import ClusterService
 
 
 def usableCPUs() -> int:
@@ -255,11 +257,15 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     """
     A L{ClusterService} for the options, on the master of C{cluster}.
     """
-    if reactor is None:
-        from twisted.internet import reactor
-    from . import cluster
+    # The reactor and the master's modules, imported here rather than when
+    # twistd reads the options: without TLS, which the master never uses.
+    with withoutTLS():
+        if reactor is None:
+            from twisted.internet import reactor
+        from . import cluster
+        from .master.supervisor import ClusterService, Limits
 
-    master: Master = cluster.theMaster()
+    master = cluster.theMaster()
     logTarget = workerLogTarget(getattr(options, "parent", None))
     master.setupMaster(
         exec="",

@@ -8,3 +8,20 @@ def install(cluster):
         worker.send({"pong": message, "from": "master"})
 
     cluster.on("message", pong)
+
+
+def reportModules(cluster):
+    """
+    Write into REPORT_DIR/master.json whether OpenSSL and the reactor are
+    loaded in the master.
+    """
+    import json
+    import os
+    import sys
+
+    seen = {
+        "OpenSSL": "OpenSSL" in sys.modules,
+        "reactor": "twisted.internet.reactor" in sys.modules,
+    }
+    with open(os.path.join(os.environ["REPORT_DIR"], "master.json"), "w") as f:
+        json.dump(seen, f)

@@ -6,10 +6,10 @@ listening sockets, the lifeline, and the bootstrap that runs a C{.tac}.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..commands import WORKER_ID_ENV
-from .channel import ThisWorker
+if TYPE_CHECKING:
+    from .channel import ThisWorker
 
 _current: ThisWorker | None = None
 
@@ -26,6 +26,10 @@ def thisWorker(reactor: Any = None) -> ThisWorker:
     """
     global _current
     if _current is None:
+        # Here, not above: the master imports this package for its constants.
+        from ..commands import WORKER_ID_ENV
+        from .channel import ThisWorker
+
         try:
             workerId = int(os.environ[WORKER_ID_ENV])
         except (KeyError, ValueError):
