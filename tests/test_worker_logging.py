@@ -94,7 +94,7 @@ def test_oneWritePerTurn() -> None:
     """
     stream = Writes()
     reactor = running()
-    observe = WorkerLogObserver(1, stream, reactor)
+    observe = WorkerLogObserver(1, stream, reactor, inReactorThread=lambda: True)
     observe(event("one"))
     observe(event("two"))
     assert stream.writes == []
@@ -112,11 +112,25 @@ def test_warningsAtOnce() -> None:
     """
     stream = Writes()
     reactor = running()
-    observe = WorkerLogObserver(1, stream, reactor)
+    observe = WorkerLogObserver(1, stream, reactor, inReactorThread=lambda: True)
     observe(event("before"))
     observe(event("careful", LogLevel.warn))
     assert len(stream.writes) == 1
     assert stream.writes[0].index("before") < stream.writes[0].index("careful")
+    reactor.advance(0)
+    assert len(stream.writes) == 1
+
+
+def test_otherThreadsAtOnce() -> None:
+    """
+    An event logged in a thread other than the reactor's goes out at once:
+    the reactor is not to be touched from there, and may sleep on.
+    """
+    stream = Writes()
+    reactor = running()
+    observe = WorkerLogObserver(1, stream, reactor, inReactorThread=lambda: False)
+    observe(event("from a thread"))
+    assert len(stream.writes) == 1
     assert not reactor.getDelayedCalls()
 
 
@@ -127,7 +141,7 @@ def test_shutdownFlushes() -> None:
     """
     stream = Writes()
     reactor = running()
-    observe = WorkerLogObserver(1, stream, reactor)
+    observe = WorkerLogObserver(1, stream, reactor, inReactorThread=lambda: True)
     observe(event("last words"))
     for trigger in reactor.triggers["after"]["shutdown"]:
         trigger[0]()

@@ -1,3 +1,7 @@
-from .bootstrap import main
+from ..heap import holdCollection
+
+holdCollection()
+
+from .bootstrap import main  # noqa: E402
 
 main()

@@ -12,13 +12,15 @@ A busy worker logs once per request.  Writing each line at once would cost
 a system call per request, so the lines of one reactor turn go out together
 at its end, in one write: several processes append to the same file, and a
 whole write keeps every line whole.  Warnings and errors go out at once,
-with everything before them.
+with everything before them, as do events logged in other threads.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import (
@@ -29,6 +31,7 @@ from twisted.logger import (
     formatTime,
     jsonFileLogObserver,
 )
+from twisted.python import threadable
 from zope.interface import implementer
 
 RELAY = "relay"
@@ -113,15 +116,23 @@ class WorkerLogObserver:
     """
     Writes events as twistd's log file does, with C{worker N: } in front of
     each event's system, to a L{LineBuffer}, flushed at the end of the
-    reactor turn (at once for warnings and errors, and while the reactor is
-    not running).
+    reactor turn; at once for warnings and errors, for events logged in
+    other threads, and while the reactor is not running.
     """
 
-    def __init__(self, workerId: int, stream: LineBuffer, reactor: Any) -> None:
+    def __init__(
+        self,
+        workerId: int,
+        stream: LineBuffer,
+        reactor: Any,
+        inReactorThread: Callable[[], bool] = threadable.isInIOThread,
+    ) -> None:
         self._prefix = f"worker {workerId}: "
         self._stream = stream
         self._reactor = reactor
+        self._inReactorThread = inReactorThread
         self._stamp = _SecondStamps()
+        self._lock = threading.Lock()
         self._turn: Any = None
         reactor.addSystemEventTrigger("after", "shutdown", self.flush)
 
@@ -131,21 +142,29 @@ class WorkerLogObserver:
             return
         stamp = self._stamp(event.get("log_time"))
         line = f"{stamp} [{self._prefix}{_system(event)}] {text}"
-        self._stream.write(line.replace("\n", "\n\t") + "\n")
-        if event.get("log_level") in _URGENT or not self._reactor.running:
-            self.flush()
-        elif self._turn is None:
-            self._turn = self._reactor.callLater(0, self.flush)
+        later = (
+            self._reactor.running
+            and event.get("log_level") not in _URGENT
+            and self._inReactorThread()
+        )
+        with self._lock:
+            self._stream.write(line.replace("\n", "\n\t") + "\n")
+            if not later:
+                self._stream.flush()
+                return
+        if self._turn is None:
+            self._turn = self._reactor.callLater(0, self._endOfTurn)
+
+    def _endOfTurn(self) -> None:
+        self._turn = None
+        self.flush()
 
     def flush(self) -> None:
         """
         Write out every line so far.
         """
-        if self._turn is not None:
-            if self._turn.active():
-                self._turn.cancel()
-            self._turn = None
-        self._stream.flush()
+        with self._lock:
+            self._stream.flush()
 
 
 def _system(event: LogEvent) -> str:
