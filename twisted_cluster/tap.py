@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from .heap import freezeStartupHeap
+from .heap import freezeStartupHeap, holdCollection
 from .master.lean import withoutTLS
 from .master.listeners import SCHEDULING
 from .master.restart import RestartPolicy
@@ -259,7 +259,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     """
     # The reactor and the master's modules, imported here rather than when
     # twistd reads the options: without TLS, which the master never uses.
-    with withoutTLS():
+    with withoutTLS() as fresh:
+        if fresh:
+            holdCollection()  # Until freezeStartupHeap, once running.
         if reactor is None:
             from twisted.internet import reactor
         from . import cluster
