@@ -38,3 +38,22 @@ def test_theAppsOwnChoiceKept() -> None:
     heap.holdCollection()
     heap.freezeStartupHeap()
     assert not gc.isenabled()
+
+
+def test_frozenOnceServing() -> None:
+    """
+    The heap is frozen a while after the reactor starts, not as it does.
+    """
+    from twisted.internet.testing import MemoryReactorClock
+
+    reactor = MemoryReactorClock()
+    gc.enable()
+    heap.holdCollection()
+    heap.freezeOnceServing(reactor, after=0.2)
+    reactor.run()
+    assert not gc.isenabled()
+    reactor.advance(0.1)
+    assert not gc.isenabled()
+    reactor.advance(0.1)
+    assert gc.isenabled()
+    assert gc.get_freeze_count() > 0

@@ -5,6 +5,7 @@ Keeping the garbage collector off what a process built to start.
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 _held = False
 
@@ -38,3 +39,14 @@ def freezeStartupHeap() -> None:
     if _held:
         _held = False
         gc.enable()
+
+
+def freezeOnceServing(reactor: Any, after: float) -> None:
+    """
+    Call L{freezeStartupHeap} C{after} seconds into the reactor's run.
+
+    Not as it starts: collecting the whole start-up heap takes ~17 ms, and
+    the first connections, queued since the process started listening,
+    should not wait for it.  Until then collections stay held, if they are.
+    """
+    reactor.callWhenRunning(reactor.callLater, after, freezeStartupHeap)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from .heap import freezeStartupHeap, holdCollection
+from .heap import freezeOnceServing, holdCollection
 from .master.lean import withoutTLS
 from .master.listeners import SCHEDULING
 from .master.restart import RestartPolicy
@@ -261,7 +261,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     # twistd reads the options: without TLS, which the master never uses.
     with withoutTLS() as fresh:
         if fresh:
-            holdCollection()  # Until freezeStartupHeap, once running.
+            holdCollection()
         if reactor is None:
             from twisted.internet import reactor
         from . import cluster
@@ -311,7 +311,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         master, options["workers"], reactor, onFatal=fatal, policy=policy, limits=limits
     )
     reactor.callWhenRunning(installSignals, service, reactor)
-    reactor.callWhenRunning(freezeStartupHeap)
+    # Later than in a worker: while workers start, they need the CPUs.
+    freezeOnceServing(reactor, after=2.0)
     # twistd re-raises the signal that stopped it; a graceful stop exits 0.
     reactor.addSystemEventTrigger("after", "shutdown", _exitCleanly, reactor, status)
     shell: IService = service

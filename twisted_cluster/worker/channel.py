@@ -39,7 +39,7 @@ from ..commands import (
     Start,
 )
 from ..events import EventEmitter
-from ..heap import freezeStartupHeap
+from ..heap import freezeOnceServing
 from ..master.listeners import ListenRequest
 from ..messages import Batcher, decodeBatch
 from .lifeline import watchLifeline
@@ -235,7 +235,7 @@ class ThisWorker(EventEmitter):
         watchLifeline(self._reactor, LIFELINE_FD)
         self._channel.callRemote(Online).addErrback(self._unheard)
         # By then the app (a .tac, or the script that imported us) is loaded.
-        self._reactor.callWhenRunning(freezeStartupHeap)
+        freezeOnceServing(self._reactor, after=0.2)
 
     def whenStarted(self) -> Deferred[int]:
         """
