@@ -40,6 +40,13 @@ def workerMain():
     me = cluster.worker
     received = []
 
+    def whenFrozen(then, tries=50):
+        # The worker freezes its start-up heap a moment after it starts.
+        if gc.get_freeze_count() or not tries:
+            then()
+        else:
+            reactor.callLater(0.1, whenFrozen, then, tries - 1)
+
     def onMessage(message):
         do = message.get("do")
         if do == "echo":
@@ -49,7 +56,11 @@ def workerMain():
         elif do == "crash":
             os._exit(3)
         elif do == "env":
-            me.send({"env": os.environ.get("EXTRA"), "frozen": gc.get_freeze_count()})
+            whenFrozen(
+                lambda: me.send(
+                    {"env": os.environ.get("EXTRA"), "frozen": gc.get_freeze_count()}
+                )
+            )
         elif do == "size":
             data = message["data"]
             me.send(
