@@ -29,15 +29,6 @@ from ..master.listeners import ListenRequest
 IDLE_GRACE = 2.0
 """Seconds an idle keep-alive connection of a draining worker stays open."""
 
-ACCEPTS_PER_WAKEUP = 16
-"""
-The most connections a worker accepts from a listening socket at one
-wake-up.  Twisted's ports accept up to 100 (and more, as bursts grow), so
-with a socket other workers also listen on, the first to wake would take
-a whole burst: all of a client's 50 keep-alive connections, say, leaving
-the others idle.  Fewer hurts a high rate of new connections (4: -12 %).
-"""
-
 
 class Answer(NamedTuple):
     """
@@ -100,10 +91,6 @@ class _SharedTCPPort(tcp.Port):
         super().__init__(*args, **kwargs)
         self._connections: set[object] = set()
         self._idle: list[Deferred[None]] = []
-
-    def doRead(self) -> None:
-        self.numberAccepts = min(self.numberAccepts, ACCEPTS_PER_WAKEUP)
-        super().doRead()
 
     def _connectionClosed(self, connection: object) -> None:
         self._connections.discard(connection)
