@@ -78,7 +78,7 @@ def goals(throughput: list[dict], startup: dict, messages: dict) -> list[str]:
     if messages.get("node"):
         rows.append(
             (
-                "pipelined messages, ours / Node's",
+                "pipelined messages, median ours / Node's",
                 messages["ours"]["pipelinedReceived"]
                 / messages["node"]["pipelinedReceived"],
                 ">=",
