@@ -16,6 +16,10 @@ master process (never in workers, and never in a script that is its own
 master): C{ITLSTransport.startTLS} on its TCP connections, and AMP's
 C{StartTLS}; Twisted decides those once, when C{tcp} and C{amp} are first
 imported.
+
+Where TLS is loaded before the master gets to run (a twistd whose plugin
+cache is missing or stale imports every plugin, TLS among them, to write
+it), nothing is kept out and nothing changes.
 """
 
 from __future__ import annotations
