@@ -108,6 +108,7 @@ def main(count: int, rounds: int, jsonPath: str | None):
     print("\nmedians")
     print(HEADER)
     print(line("twisted-cluster", median(ours)))
+    ratios: list[float] = []
     if theirs:
         print(line("node cluster", median(theirs)))
         ratios = [
@@ -129,7 +130,7 @@ def main(count: int, rounds: int, jsonPath: str | None):
                 {
                     "ours": median(ours),
                     "node": median(theirs) if theirs else None,
-                    "ratios": ratios if theirs else [],
+                    "ratios": ratios,
                 },
                 f,
             )

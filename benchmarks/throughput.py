@@ -92,29 +92,32 @@ def resident(pid: int) -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def cpuSeconds(pids: list[int]) -> float:
     """User and system time of C{pids} so far."""
-    total = 0
+    ticks = 0
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        fields = stat(pid)
+        if fields is not None:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def descendants(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except OSError:
-                pass
+            fields = stat(int(entry))
+            if fields is not None and int(fields[1]) == pid:
+                found.append(int(entry))
     return found
 
 
@@ -214,9 +217,7 @@ def main() -> None:
                 used = cpuSeconds(tree) - before
                 setup.cpu.append(used / (rate * options.seconds) * 1e6)
                 workers = (
-                    descendants(process.pid)
-                    if setup.workers > 1 or "cluster" in setup.name
-                    else []
+                    tree[1:] if setup.workers > 1 or "cluster" in setup.name else []
                 )
                 if workers:
                     setup.memory.append(

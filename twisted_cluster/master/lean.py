@@ -24,7 +24,6 @@ it), nothing is kept out and nothing changes.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import sys
 from collections.abc import Iterator
