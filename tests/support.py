@@ -378,3 +378,75 @@ def udpWorkersAnswering(port: int, count: int, timeout: float = 15.0) -> dict[st
         if len(seen) >= count:
             return seen
     raise AssertionError(f"only workers {sorted(seen)} answered in {timeout}s")
+
+
+class KeepAlive:
+    """
+    Clients on HTTP/1.1 keep-alive connections, each in a thread, sending one
+    request after another (reconnecting when the server says
+    C{Connection: close}) until stopped.  Each failure is kept with the pid
+    of the worker that had served that connection (C{None}: it failed before
+    any answer on it).
+
+    @ivar answers: how many requests were answered.
+    @ivar closes: how many times the server asked to close.
+    """
+
+    def __init__(self, port: int, clients: int = 4, path: str = "/") -> None:
+        import threading
+
+        self.port = port
+        self.path = path
+        self.answers = 0
+        self.closes = 0
+        self.failures: list[tuple[int | None, str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, daemon=True) for _ in range(clients)
+        ]
+
+    def __enter__(self) -> KeepAlive:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+
+    def _run(self) -> None:
+        import http.client
+
+        conn: http.client.HTTPConnection | None = None
+        pid: int | None = None
+        while not self._stop.is_set():
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                pid = None
+            try:
+                conn.request("GET", self.path)
+                response = conn.getresponse()
+                body = response.read().decode()
+                if response.status != 200:
+                    raise OSError(f"status {response.status}")
+            except (OSError, http.client.HTTPException) as e:
+                with self._lock:
+                    self.failures.append((pid, repr(e)))
+                conn.close()
+                conn = None
+                continue
+            pid = int(body.split()[1])
+            with self._lock:
+                self.answers += 1
+            if response.getheader("Connection", "").lower() == "close":
+                with self._lock:
+                    self.closes += 1
+                conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()

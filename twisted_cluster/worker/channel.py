@@ -131,6 +131,7 @@ class WorkerChannel(Channel):
             os.close(descriptor)
             raise NotListening()
         # The app's connectionMade may do anything, listen included: not here.
+        port.expect()
         self._worker._reactor.callLater(0, port.connectionReceived, descriptor)
         return {}
 

@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol, ServerFactory
 from twisted.logger import Logger
 
+from ..internals import httpChannelOf
 from ..master.listeners import ListenRequest
 
 IDLE_GRACE = 2.0
@@ -91,10 +92,18 @@ class _SharedTCPPort(tcp.Port):
         super().__init__(*args, **kwargs)
         self._connections: set[object] = set()
         self._idle: list[Deferred[None]] = []
+        # Once draining, the seconds an idle HTTP connection may stay open.
+        self._draining: float | None = None
 
     def _connectionClosed(self, connection: object) -> None:
         self._connections.discard(connection)
-        if not self._connections:
+        self._checkIdle()
+
+    def _busy(self) -> bool:
+        return bool(self._connections)
+
+    def _checkIdle(self) -> None:
+        if not self._busy():
             idle, self._idle = self._idle, []
             for d in idle:
                 d.callback(None)
@@ -106,22 +115,22 @@ class _SharedTCPPort(tcp.Port):
         between requests is closed after C{idleGrace} seconds if it is still
         idle: closing it at once races a request the client may be sending.
         """
-        http = sys.modules.get("twisted.web.http")
-        if http is None:
-            return
+        self._draining = idleGrace
         for connection in list(self._connections):
-            protocol = getattr(connection, "protocol", None)
-            protocol = getattr(protocol, "wrappedProtocol", protocol)  # TLS
-            if isinstance(protocol, http.HTTPChannel):
-                _closeAfterResponse(protocol)
-                clock: Any = self.reactor
-                clock.callLater(idleGrace, _closeIfIdle, protocol, connection)
+            self._drainOne(connection)
+
+    def _drainOne(self, connection: Any) -> None:
+        channel = httpChannelOf(getattr(connection, "protocol", None))
+        if channel is not None and self._draining is not None:
+            _closeAfterResponse(channel)
+            clock: Any = self.reactor
+            clock.callLater(self._draining, _closeIfIdle, channel, connection)
 
     def whenIdle(self) -> Deferred[None]:
         """
         Fires when no connection this port accepted is open.
         """
-        if not self._connections:
+        if not self._busy():
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._idle.append(d)
@@ -140,6 +149,7 @@ class _RoundRobinPort(_SharedTCPPort):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.handedBack: Callable[[], None] = lambda: None
+        self._expected = 0
 
     def _connectionClosed(self, connection: object) -> None:
         super()._connectionClosed(connection)
@@ -149,29 +159,44 @@ class _RoundRobinPort(_SharedTCPPort):
         super().startListening()
         self.stopReading()
 
+    def expect(self) -> None:
+        """
+        The worker has said yes to a connection that L{connectionReceived}
+        will serve on a later turn: until then, this port is not idle.
+        """
+        self._expected += 1
+
+    def _busy(self) -> bool:
+        return bool(self._expected) or super()._busy()
+
     def connectionReceived(self, descriptor: int) -> None:
         """
-        Serve a connection the master accepted.
+        Serve a connection the master accepted.  It is served even if this
+        port stopped listening since the worker took it: the master counts
+        it as handed over, so dropping it would close a client's connection
+        without an answer.
         """
+        self._expected -= 1
         skt = socket.fromfd(descriptor, self.addressFamily, socket.SOCK_STREAM)
         os.close(descriptor)
+        skt.setblocking(False)
         protocol = None
-        if self.connected:
-            skt.setblocking(False)
-            try:
-                addr = skt.getpeername()
-            except OSError:
-                pass  # The client has gone already.
-            else:
-                protocol = self.factory.buildProtocol(self._buildAddr(addr))  # type: ignore[union-attr]
+        try:
+            addr = skt.getpeername()
+        except OSError:
+            pass  # The client has gone already.
+        else:
+            protocol = self.factory.buildProtocol(self._buildAddr(addr))  # type: ignore[union-attr]
         if protocol is None:
             skt.close()
             self.handedBack()
+            self._checkIdle()
             return
         session = self.sessionno
         self.sessionno = session + 1
         transport = self.transport(skt, protocol, addr, self, session, self.reactor)
         protocol.makeConnection(transport)
+        self._drainOne(transport)
 
 
 class _SharedUNIXPort(_SharedTCPPort, unix.Port):

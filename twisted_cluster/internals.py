@@ -1,0 +1,36 @@
+"""
+The few Twisted and CPython internals this project relies on, in one place.
+
+Each function here reaches past a public API because none does the job;
+C{tests/test_internals.py} pins every assumption, so a Twisted upgrade that
+breaks one fails there first, with a clear message.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def httpChannelOf(protocol: object) -> Any | None:
+    """
+    The L{twisted.web.http.HTTPChannel} behind a connection's protocol, or
+    C{None} if it is not one (or C{twisted.web} was never imported).
+
+    C{Site.buildProtocol} returns a C{_GenericHTTPChannelProtocol} that keeps
+    the real channel in C{_channel} (to switch to HTTP/2 after ALPN), and TLS
+    wraps either in C{wrappedProtocol}.
+    """
+    http = sys.modules.get("twisted.web.http")
+    if http is None:
+        return None
+    for _ in range(4):
+        if isinstance(protocol, http.HTTPChannel):
+            return protocol
+        inner = getattr(protocol, "wrappedProtocol", None)  # TLS, policies
+        if inner is None:
+            inner = getattr(protocol, "_channel", None)  # _GenericHTTPChannelProtocol
+        if inner is None:
+            return None
+        protocol = inner
+    return None
