@@ -12,6 +12,8 @@ import os
 from twisted.application import internet, service
 from twisted.web import resource, server
 
+from twisted_cluster import cluster
+
 PORT = int(os.environ.get("PORT", "8080"))
 
 
@@ -19,7 +21,7 @@ class Hello(resource.Resource):
     isLeaf = True
 
     def render_GET(self, request):
-        worker = os.environ.get("TWISTED_CLUSTER_WORKER_ID", "-")
+        worker = cluster.worker.id if cluster.worker else "-"
         request.setHeader(b"content-type", b"text/plain")
         return f"hello from worker {worker} (pid {os.getpid()})\n".encode()
 

@@ -121,8 +121,10 @@ class Cluster:
         workers: int = 2,
         env: Mapping[str, str] | None = None,
         args: list[str] | None = None,
+        passFds: tuple[int, ...] = (),
     ) -> None:
         self.tmp = tmp
+        self.passFds = passFds
         self.logPath = tmp / "cluster.log"
         self.errPath = tmp / "cluster.err"
         argv = [TWISTD, "-n", "--pidfile=", f"--logfile={self.logPath}", "cluster"]
@@ -146,6 +148,7 @@ class Cluster:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 start_new_session=True,
+                pass_fds=self.passFds,
             )
         return self
 

@@ -24,15 +24,16 @@ from .support import APPS, KeepAlive, freePort, processExists, waitFor
 WEB = APPS / "web.tac"
 
 
-def webCluster(cluster, tmp_path: Path, workers: int = 2, args=()):
+def webCluster(cluster, tmp_path: Path, workers: int = 2, args=(), env=None, **kw):
     port = freePort()
     versionFile = tmp_path / "version.txt"
     versionFile.write_text("v1")
     c = cluster(
         WEB,
         workers=workers,
-        env={"PORT": str(port), "VERSION_FILE": str(versionFile)},
+        env={"PORT": str(port), "VERSION_FILE": str(versionFile), **(env or {})},
         args=list(args),
+        **kw,
     )
     waitFor(
         lambda: "Reload done" in c.log() or c.log().count("is listening on") >= workers,
@@ -137,3 +138,93 @@ def test_roundRobinConnectionTakenWhileStopping():
         client.close()
         listener.close()
     yield defer.succeed(None)
+
+
+def test_workerChildrenAreNotWorkers(cluster, tmp_path: Path) -> None:
+    """
+    A worker's own child processes do not inherit the variable that marks
+    a worker: one that imports the cluster module is a master, not a
+    broken worker; the worker keeps its id.
+    """
+    import json
+
+    out = tmp_path / "out"
+    cluster(APPS / "child.tac", workers=2, env={"OUT_FILE": str(out)})
+    reports = waitFor(
+        lambda: len(files := list(tmp_path.glob("out.[0-9]*[0-9]"))) == 2 and files,
+        what="both workers' reports",
+    )
+    seen = sorted(json.loads(p.read_text())["workerId"] for p in reports)
+    assert seen == [1, 2]
+    for path in reports:
+        report = json.loads(path.read_text())
+        assert report["child"] == "True False", report
+        assert report["isWorker"] is True
+
+
+def test_unreadReportDoesNotStallSupervision(cluster, tmp_path: Path) -> None:
+    """
+    With the event report on a 4 KiB pipe that nobody reads, every killed
+    worker is still replaced, and the master says once that it drops events.
+    """
+    import fcntl
+
+    read, write = os.pipe()
+    fcntl.fcntl(write, 1031, 4096)  # F_SETPIPE_SZ: the smallest pipe
+    try:
+        c, port = webCluster(
+            cluster,
+            tmp_path,
+            args=["--restart-delay", "0", "--stable-after", "0"],
+            env={"TWISTED_CLUSTER_REPORT_FD": str(write)},
+            passFds=(write,),
+        )
+        os.close(write)
+        for n in range(20):
+            victim = c.workerPids()[0]
+            os.kill(victim, signal.SIGKILL)
+            waitFor(
+                lambda n=n: c.log().count("is listening on") == 3 + n,
+                what=f"replacement {n + 1} of 20 to listen",
+            )
+    finally:
+        os.close(read)
+
+
+def test_reportDropsPastItsBound() -> None:
+    """
+    The report writer never blocks: past its bound it drops events, says so
+    once, and writes again once the reader catches up.
+    """
+    from twisted.internet.testing import MemoryReactor
+
+    from twisted_cluster.master.report import _Writer
+
+    read, write = os.pipe()
+    reactor = MemoryReactor()
+    writer = _Writer(reactor, write, limit=1000)
+    try:
+        line = b"x" * 99 + b"\n"
+        for _ in range(2000):  # 200 kB: far more than the pipe and the bound
+            writer.write(line)
+        assert writer.dropped > 0
+        assert writer in reactor.getWriters()
+        taken = b""
+        while len(taken) < 60_000:
+            taken += os.read(read, 65536)
+        writer.doWrite()
+        writer.doWrite()
+        os.set_blocking(read, False)
+        try:
+            while os.read(read, 65536):
+                pass
+        except BlockingIOError:
+            pass
+        assert writer not in reactor.getWriters()
+        dropped = writer.dropped
+        writer.write(b"after\n")
+        assert os.read(read, 100) == b"after\n"
+        assert writer.dropped == dropped
+    finally:
+        os.close(read)
+        os.close(write)

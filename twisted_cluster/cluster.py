@@ -11,7 +11,9 @@ Node's C{cluster} module, for Twisted.
         reactor.listenTCP(8000, site)
     reactor.run()
 
-A process is a worker exactly when C{TWISTED_CLUSTER_WORKER_ID} is set.  In
+A process is a worker exactly when C{TWISTED_CLUSTER_WORKER_ID} is set; the
+worker removes it from its environment once connected (as Node does), so the
+processes it starts are not taken for workers.  In
 the master this module's functions are those of the one L{Master}; in a
 worker, C{cluster.worker} is this worker and its C{listen*} calls share the
 master's sockets.  Install a non-default reactor before importing this
@@ -20,17 +22,15 @@ module: it uses the global reactor.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from .commands import WORKER_ID_ENV
 from .events import EventEmitter, Listener
 from .master.master import Master, Settings
 from .master.process import Worker
-from .worker import thisWorker
+from .worker import isWorkerProcess, thisWorker
 from .worker.channel import ThisWorker
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
     "Worker",
 ]
 
-isWorker: bool = WORKER_ID_ENV in os.environ
+isWorker: bool = isWorkerProcess()
 isMaster: bool = not isWorker
 isPrimary = isMaster
 

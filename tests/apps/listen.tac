@@ -11,11 +11,13 @@ import os
 from twisted.application import internet, service, strports
 from twisted.internet import endpoints, protocol, reactor, ssl
 
+from twisted_cluster import cluster
+
 STYLE = os.environ["LISTEN_STYLE"]
 PORT = int(os.environ.get("LISTEN_PORT", "0"))
 PATH = os.environ.get("LISTEN_PATH", "")
 PEM = os.environ.get("LISTEN_PEM", "")
-WHO = f"{os.environ.get('TWISTED_CLUSTER_WORKER_ID', '-')} {os.getpid()}\n".encode()
+WHO = f"{cluster.worker.id if cluster.worker else '-'} {os.getpid()}\n".encode()
 
 
 class Greet(protocol.Protocol):

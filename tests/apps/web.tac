@@ -16,10 +16,12 @@ from twisted.internet import reactor, task
 from twisted.logger import Logger
 from twisted.web import resource, server
 
+from twisted_cluster import cluster
+
 log = Logger()
 
 VERSION = open(os.environ["VERSION_FILE"]).read().strip()
-WORKER = os.environ.get("TWISTED_CLUSTER_WORKER_ID", "-")
+WORKER = cluster.worker.id if cluster.worker else "-"
 hoard = []
 
 

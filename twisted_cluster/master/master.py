@@ -84,7 +84,7 @@ class Master(EventEmitter):
         self.stopping = False
         self._roundRobin = RoundRobin(self._reactor, _takesConnections)
         self._lastId = 0
-        report = reportFromEnvironment(self._environ)
+        report = reportFromEnvironment(self._reactor, self._environ)  # type: ignore[arg-type]
         if report is not None:
             report.attach(self)
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import IO, Any
+from typing import Any
 
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IReactorFDSet, IWriteDescriptor
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..events import EventEmitter
 
@@ -32,13 +35,98 @@ def describeAddress(address: IAddress) -> list[Any]:
     return [getattr(address, "type", "TCP"), getattr(address, "host", ""), port]
 
 
-class EventReport:
+BUFFER_LIMIT = 1024 * 1024
+"""Bytes of report held for a reader that does not keep up; beyond them,
+events are dropped (the cluster never waits for the reader)."""
+
+
+@implementer(IWriteDescriptor)
+class _Writer:
     """
-    Writes a master's worker events to a stream as JSON lines.
+    Writes to a descriptor without ever blocking: what the reader has not
+    taken yet waits in a bounded buffer, written when the descriptor is
+    writable; past C{limit} bytes, what comes is dropped, and said once.
     """
 
-    def __init__(self, stream: IO[str]) -> None:
-        self._stream = stream
+    _log = Logger()
+
+    def __init__(self, reactor: IReactorFDSet, fd: int, limit: int) -> None:
+        self._reactor = reactor
+        self._fd = fd
+        self._limit = limit
+        self._buffer = b""
+        self._writing = False
+        self._closed = False
+        self.dropped = 0
+        os.set_blocking(fd, False)
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if len(self._buffer) + len(data) > self._limit:
+            if not self.dropped:
+                self._log.warn(
+                    "The event report ({env}) is not being read; dropping events "
+                    "until it is",
+                    env=REPORT_FD_ENV,
+                )
+            self.dropped += 1
+            return
+        self._buffer += data
+        self.doWrite()
+
+    def doWrite(self) -> None:
+        try:
+            written = os.write(self._fd, self._buffer)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            # Whoever read it has gone; the cluster goes on without it.
+            self._close()
+            return
+        self._buffer = self._buffer[written:]
+        want = bool(self._buffer)
+        if want and not self._writing:
+            self._reactor.addWriter(self)
+        elif not want and self._writing:
+            self._reactor.removeWriter(self)
+        self._writing = want
+
+    def _close(self) -> None:
+        if self._writing:
+            self._reactor.removeWriter(self)
+            self._writing = False
+        self._closed = True
+        self._buffer = b""
+        os.close(self._fd)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._writing = False
+
+    def logPrefix(self) -> str:
+        return "EventReport"
+
+
+class EventReport:
+    """
+    Writes a master's worker events to a descriptor as JSON lines, never
+    blocking the master on a slow reader.
+    """
+
+    def __init__(
+        self, reactor: IReactorFDSet, fd: int, limit: int = BUFFER_LIMIT
+    ) -> None:
+        self._writer = _Writer(reactor, fd, limit)
+
+    @property
+    def dropped(self) -> int:
+        """
+        How many events were dropped because the reader did not keep up.
+        """
+        return self._writer.dropped
 
     def attach(self, master: EventEmitter) -> None:
         for event in ("fork", "online", "ready", "listening", "disconnect", "death"):
@@ -51,14 +139,12 @@ class EventReport:
         elif name == "death":
             record["exitCode"], record["signal"] = args
             record["exitedAfterDisconnect"] = worker.exitedAfterDisconnect
-        try:
-            self._stream.write(json.dumps(record) + "\n")
-            self._stream.flush()
-        except (OSError, ValueError):
-            pass  # Whoever read it has gone; the cluster goes on.
+        self._writer.write(json.dumps(record).encode() + b"\n")
 
 
-def reportFromEnvironment(environ: Mapping[str, str]) -> EventReport | None:
+def reportFromEnvironment(
+    reactor: IReactorFDSet, environ: Mapping[str, str]
+) -> EventReport | None:
     """
     The report C{TWISTED_CLUSTER_REPORT_FD} asks for, if it names an open
     descriptor.
@@ -67,7 +153,8 @@ def reportFromEnvironment(environ: Mapping[str, str]) -> EventReport | None:
     if not value:
         return None
     try:
-        stream = os.fdopen(int(value), "w", buffering=1, encoding="utf-8")
+        fd = int(value)
+        os.fstat(fd)
     except (OSError, ValueError):
         return None
-    return EventReport(stream)
+    return EventReport(reactor, fd)

@@ -14,6 +14,16 @@ if TYPE_CHECKING:
 _current: ThisWorker | None = None
 
 
+def isWorkerProcess() -> bool:
+    """
+    Whether this process is a worker: it was started as one, or it already
+    took its channel (which removes the variable that said so).
+    """
+    from ..commands import WORKER_ID_ENV
+
+    return _current is not None or WORKER_ID_ENV in os.environ
+
+
 class NotAWorker(RuntimeError):
     """
     This process is not a worker with a channel to a master.
@@ -27,7 +37,7 @@ def thisWorker(reactor: Any = None) -> ThisWorker:
     global _current
     if _current is None:
         # Here, not above: the master imports this package for its constants.
-        from ..commands import WORKER_ID_ENV
+        from ..commands import STANDBY_ENV, WORKER_ID_ENV
         from .channel import ThisWorker
 
         try:
@@ -45,4 +55,8 @@ def thisWorker(reactor: Any = None) -> ThisWorker:
                 f"to a master: {e}"
             ) from None
         _current = worker
+        # As Node deletes NODE_UNIQUE_ID: the processes this worker starts
+        # are not workers, and would fail to find a channel as descriptor 3.
+        worker.standby = bool(os.environ.pop(STANDBY_ENV, ""))
+        del os.environ[WORKER_ID_ENV]
     return _current

@@ -26,7 +26,6 @@ from twisted.python import log as legacyLog
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
-from ..commands import STANDBY_ENV
 from . import thisWorker
 from .logging import RELAY, workerObserver
 
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except BootError as e:
         failed(e)
         sys.exit(status[0])
-    if os.environ.get(STANDBY_ENV):
+    if worker.standby:
         # A spare: all loaded, it starts the moment the master says so.
         worker.whenStarted().addCallback(lambda _: start(application))
     else:

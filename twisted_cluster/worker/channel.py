@@ -197,6 +197,7 @@ class ThisWorker(EventEmitter):
     C{cluster.worker}: this process, as a worker of the cluster.
 
     @ivar id: this worker's id.
+    @ivar standby: whether it started as a spare, to wait for L{Start}.
     """
 
     _log = Logger()
@@ -205,6 +206,7 @@ class ThisWorker(EventEmitter):
     def __init__(self, reactor: Any, workerId: int) -> None:
         super().__init__()
         self.id = workerId
+        self.standby = False
         self.exitedAfterDisconnect = False
         self._reactor = reactor
         self._channel = WorkerChannel(self)
