@@ -228,3 +228,79 @@ def test_reportDropsPastItsBound() -> None:
     finally:
         os.close(read)
         os.close(write)
+
+
+def residentMB(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def openDescriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+ATTACKS = {
+    "endless-box": "sent a box over",
+    "huge-message": "sent a box over",
+    "descriptors": "sent a file descriptor the master did not ask for",
+    "garbage": "sent bytes that are not AMP",
+    "unknown": "sent an unknown command b'TakeOver'",
+    "bad-json": "sent a b'Message' the master cannot take: JSONDecodeError",
+    "bad-slot": "asked for the sockets of slot 57, not its own",
+    "cut-box": "Worker 1 (pid",
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_hostileWorker(cluster, tmp_path: Path, attack: str) -> None:
+    """
+    A worker that attacks its channel is cut off and replaced, with one
+    line saying why; the master stays under 100 MB and keeps no descriptor
+    of it; the other worker serves throughout.
+    """
+    import threading
+
+    from .support import get
+
+    port = freePort()
+    c = cluster(
+        APPS / "hostile.tac",
+        workers=2,
+        env={"PORT": str(port), "ATTACK": attack},
+        args=["--restart-delay", "0"],
+    )
+    waitFor(lambda: c.log().count("is listening on") >= 2, what="two workers")
+    before = openDescriptors(c.pid)
+    peak = [0.0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], residentMB(c.pid))
+            done.wait(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        waitFor(
+            lambda: "Worker 1 (pid" in c.log() and "is dead" in c.log(),
+            timeout=30,
+            what="worker 1 to be cut off",
+        )
+        waitFor(lambda: c.log().count("is listening on") >= 3, what="its replacement")
+    finally:
+        done.set()
+        watcher.join(5)
+    log = c.log()
+    assert ATTACKS[attack] in log, log[-3000:]
+    print(f"{attack}: master peaked at {peak[0]:.1f} MB")
+    assert peak[0] < 100, f"master peaked at {peak[0]:.0f} MB"
+    assert "Traceback" not in log, log[-3000:]
+    assert "Unhandled" not in log
+    # Every worker still answers; the master holds what it held before.
+    answers = {get(port).split()[0] for _ in range(40)}
+    assert "1" not in answers and "2" in answers
+    assert openDescriptors(c.pid) <= before

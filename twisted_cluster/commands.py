@@ -23,6 +23,22 @@ LIFELINE_FD = 4
 WORKER_ID_ENV = "TWISTED_CLUSTER_WORKER_ID"
 """A process is a worker exactly when this environment variable is set."""
 
+MAX_MESSAGE_ENV = "TWISTED_CLUSTER_MAX_MESSAGE"
+"""Tells a worker the largest message, in bytes of JSON, either side takes."""
+
+MAX_MESSAGE_SIZE = 32 * 1024 * 1024
+"""The default largest message: twice what the contract promises, and small
+enough that a worker sending an endless one holds the master under 100 MB."""
+
+
+def boxLimit(maxMessage: int) -> int:
+    """
+    The most bytes one AMP box may hold on a channel whose messages are at
+    most C{maxMessage} bytes: a batch is at most one such message and 64 KiB
+    of smaller ones, split in 64 KiB values, each with its key and lengths.
+    """
+    return maxMessage + maxMessage // 1024 + 1024 * 1024
+
 
 class BigBytes(amp.Argument):
     """
@@ -218,7 +234,20 @@ class Channel(amp.AMP):
     """
     AMP between the master and one worker.  It does not log its connection
     coming and going: the worker's lifecycle, logged by the master, says so.
+
+    A box may hold at most C{maxBox} bytes: past that, L{breach} is called
+    and nothing more is read, so the other side cannot make this one hold
+    more.
+
+    @ivar maxBox: the most bytes of keys and values in one box.
     """
+
+    maxBox = boxLimit(MAX_MESSAGE_SIZE)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._boxBytes = 0
+        self.broken: str | None = None
 
     def makeConnection(self, transport: Any) -> None:
         amp.BinaryBoxProtocol.makeConnection(self, transport)
@@ -226,6 +255,36 @@ class Channel(amp.AMP):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         amp.BinaryBoxProtocol.connectionLost(self, reason)
         self.transport = None
+
+    def proto_key(self, string: bytes) -> str:
+        if not string:
+            self._boxBytes = 0
+        return str(super().proto_key(string))
+
+    def proto_value(self, string: bytes) -> str:
+        key: bytes = self._currentKey or b""
+        self._boxBytes += len(key) + len(string) + 4
+        if self._boxBytes > self.maxBox:
+            self.breach(f"sent a box over {self.maxBox} bytes")
+            return "value"
+        return str(super().proto_value(string))
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.breach(f"sent bytes that are not AMP (a key of {length} bytes)")
+
+    def breach(self, why: str) -> None:
+        """
+        The other side broke the channel's rules (C{why} says how): stop
+        reading it at once, forget what it sent, and drop the connection.
+        """
+        if self.broken is not None:
+            return
+        self.broken = why
+        self._currentBox = None
+        self.pauseProducing()
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
 
     def push(self) -> None:
         """

@@ -95,7 +95,9 @@ def decodeBatch(batch: bytes) -> list[object]:
     """
     The messages of a batch that L{Batcher} made, in order.
     """
-    messages: list[object] = json.loads(batch)
+    messages = json.loads(batch)
+    if not isinstance(messages, list):
+        raise ValueError(f"a batch is a JSON array, not {type(messages).__name__}")
     return messages
 
 

@@ -13,8 +13,13 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from twisted.internet import address as addresses
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
-from twisted.internet.interfaces import IAddress, IProcessTransport, IReactorProcess
-from twisted.internet.protocol import ProcessProtocol, connectionDone
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IProcessTransport,
+    IReactorProcess,
+)
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -22,29 +27,42 @@ from ..commands import (
     CHANNEL_FD,
     LIFELINE_FD,
     Adopt,
-    BootFailed,
-    Channel,
     ChannelFactory,
-    Closed,
     Connection,
     Disconnect,
     Heartbeat,
-    Listen,
-    ListenFailed,
     Message,
-    Online,
-    Ready,
     Release,
     Start,
 )
 from ..events import EventEmitter
 from ..messages import Batcher, decodeBatch
+from .channel import MasterChannel
 from .lifecycle import Lifecycle, lifecycleMachine
 from .listeners import BindError, ListenRequest
 from .logs import WorkerLogRelay
 
 if TYPE_CHECKING:
     from .master import Master
+
+
+MINE = -1
+"""The slot of a listen request for the asking worker's own sockets."""
+
+KINDS = ("tcp", "udp", "unix")
+"""The kinds of socket a worker may ask for."""
+
+MAX_LISTENS = 256
+"""The most different addresses one worker may listen on."""
+
+ORPHAN_GRACE = 5.0
+"""Seconds a worker whose channel closed gets to exit before it is killed."""
+
+
+class ProtocolError(Exception):
+    """
+    A worker sent what the channel's rules forbid: it is killed.
+    """
 
 
 class Worker(EventEmitter):
@@ -92,6 +110,8 @@ class Worker(EventEmitter):
         self._lifecycle: Lifecycle = lifecycleMachine(self)
         self._logs = WorkerLogRelay(workerId)
         self._deathWaiters: list[Deferred[Worker]] = []
+        self._listens: set[tuple[object, ...]] = set()
+        self._orphaned: IDelayedCall | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} pid={self.pid} state={self.state}>"
@@ -295,21 +315,56 @@ class Worker(EventEmitter):
             self._master.emit("message", self, message)
 
     def _listen(self, request: ListenRequest, slot: int) -> socket.socket:
+        if request.kind not in KINDS:
+            raise ProtocolError(f"asked to listen on a {request.kind[:16]!r} socket")
+        own = slot == MINE
+        if not own and slot not in self.slots[1:]:
+            # Only a slot the master asked it to adopt: any other would make
+            # a socket on the app's port that nobody accepts on.
+            raise ProtocolError(f"asked for the sockets of slot {slot}, not its own")
         if self.standby:
             self._master.emit("standbyListen", self)
             raise BindError("a spare worker may not listen before it is started")
-        own = slot < 0
+        self._listens.add(request.key)
+        if len(self._listens) > MAX_LISTENS:
+            raise ProtocolError(f"asked for more than {MAX_LISTENS} listening sockets")
         sock = self._master._listenFor(self, request, self.slots[0] if own else slot)
         if own:
             self._lifecycle.listening(_addressOf(sock))
         return sock
 
+    def _breached(self, why: str) -> None:
+        self._log.error(
+            "Worker {id} (pid {pid}) {why}; killing it",
+            id=self.id,
+            pid=self.pid,
+            why=why,
+        )
+        self.kill("SIGKILL")
+
     def _channelLost(self) -> None:
         self._channel = None
         self._lifecycle.channelLost()
+        if self.exitCode is None and self.signal is None and self.process is not None:
+            # A worker exits when its channel goes; one that does not cannot
+            # be supervised.
+            clock: Any = self._master._reactor
+            self._orphaned = clock.callLater(ORPHAN_GRACE, self._orphan)
+
+    def _orphan(self) -> None:
+        self._log.error(
+            "Worker {id} (pid {pid}) lost its channel but did not exit in {s}s; "
+            "killing it",
+            id=self.id,
+            pid=self.pid,
+            s=ORPHAN_GRACE,
+        )
+        self.kill("SIGKILL")
 
     def _exited(self, exitCode: int | None, signal: str | None) -> None:
         self.exitCode, self.signal = exitCode, signal
+        if self._orphaned is not None and self._orphaned.active():
+            self._orphaned.cancel()
         if self._lifeline is not None:
             os.close(self._lifeline)
             self._lifeline = None
@@ -352,76 +407,6 @@ class Worker(EventEmitter):
         waiters, self._deathWaiters = self._deathWaiters, []
         for waiter in waiters:
             waiter.callback(self)
-
-
-class MasterChannel(Channel):
-    """
-    The master's end of a worker's channel.
-    """
-
-    def __init__(self, worker: Worker) -> None:
-        super().__init__()
-        self._worker = worker
-
-    @Online.responder
-    def online(self) -> dict[str, Any]:
-        self._worker._online()
-        return {}
-
-    @Ready.responder
-    def ready(self) -> dict[str, Any]:
-        self._worker._ready()
-        return {}
-
-    @Disconnect.responder
-    def disconnecting(self) -> dict[str, Any]:
-        self._worker.exitedAfterDisconnect = True
-        return {}
-
-    @BootFailed.responder
-    def bootFailed(self, reason: str) -> dict[str, Any]:
-        self._worker._bootFailed(reason)
-        return {}
-
-    @Closed.responder
-    def closed(self, count: int) -> dict[str, Any]:
-        self._worker.openConnections = max(0, self._worker.openConnections - count)
-        return {}
-
-    @Message.responder
-    def message(self, batch: bytes) -> dict[str, Any]:
-        self._worker._receive(batch)
-        return {}
-
-    @Listen.responder
-    def listen(
-        self,
-        kind: str,
-        interface: str,
-        port: int,
-        path: str,
-        backlog: int,
-        mode: int,
-        occurrence: int,
-        slot: int,
-    ) -> dict[str, Any]:
-        request = ListenRequest(kind, interface, port, path, backlog, mode, occurrence)
-        try:
-            sock = self._worker._listen(request, slot)
-        except BindError as e:
-            raise ListenFailed(str(e)) from None
-        roundRobin = self._worker._master._distribute(self._worker, request, sock)
-        # The socket stays open in the master, as the descriptor must until
-        # the worker has it.
-        return {
-            "descriptor": sock.fileno(),
-            "family": int(sock.family),
-            "roundRobin": roundRobin,
-        }
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        super().connectionLost(reason)
-        self._worker._channelLost()
 
 
 class WorkerProcessProtocol(ProcessProtocol):
