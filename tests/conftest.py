@@ -6,6 +6,12 @@ from typing import Any
 
 import pytest
 
+# Running the project as user nobody (see tests/nobody.py).
+from .nobody import (  # noqa: F401 (fixtures)
+    nobodyPythonFixture,
+    nobodyRootFixture,
+    nobodyWorkdirFixture,
+)
 from .support import Cluster
 
 

@@ -14,6 +14,8 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from .limits import MAX_MESSAGE_SIZE, boxLimit
+
 CHANNEL_FD = 3
 """The descriptor number of the worker's end of its channel."""
 
@@ -25,19 +27,6 @@ WORKER_ID_ENV = "TWISTED_CLUSTER_WORKER_ID"
 
 MAX_MESSAGE_ENV = "TWISTED_CLUSTER_MAX_MESSAGE"
 """Tells a worker the largest message, in bytes of JSON, either side takes."""
-
-MAX_MESSAGE_SIZE = 32 * 1024 * 1024
-"""The default largest message: twice what the contract promises, and small
-enough that a worker sending an endless one holds the master under 100 MB."""
-
-
-def boxLimit(maxMessage: int) -> int:
-    """
-    The most bytes one AMP box may hold on a channel whose messages are at
-    most C{maxMessage} bytes: a batch is at most one such message and 64 KiB
-    of smaller ones, split in 64 KiB values, each with its key and lengths.
-    """
-    return maxMessage + maxMessage // 1024 + 1024 * 1024
 
 
 class BigBytes(amp.Argument):

@@ -21,6 +21,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from .limits import MAX_MESSAGE_SIZE
+
 BATCH_SIZE = 64 * 1024
 """Characters of JSON after which a batch goes, and is written, at once rather
 than at the end of the turn: the other side reads a long burst while this side
@@ -112,6 +114,8 @@ class Batcher:
     @param deliver: sends a batch, or raises if the channel is gone.
     @param push: writes what C{deliver} has sent so far now, not when the
         reactor next gets round to it.
+    @param limit: the most bytes of JSON one message may take: the other
+        side cuts off a channel that sends more.
     """
 
     def __init__(
@@ -119,7 +123,9 @@ class Batcher:
         reactor: IReactorTime,
         deliver: Deliver,
         push: Callable[[], None] = lambda: None,
+        limit: int = MAX_MESSAGE_SIZE,
     ) -> None:
+        self.limit = limit
         self._reactor = reactor
         self._deliver = deliver
         self._push = push
@@ -134,11 +140,17 @@ class Batcher:
         Queue C{message}; the result fires once the other side has it.
 
         @raise TypeError: if JSON cannot encode C{message}.
+        @raise ValueError: if its JSON is longer than C{limit}.
         """
         try:
             text = self._encoder.encode(message)
         except _ENCODE_ERRORS as e:
             raise self._encoder.failed(message, e) from None
+        if len(text) > self.limit:
+            raise ValueError(
+                f"cannot send a message of {len(text)} bytes: the limit is "
+                f"{self.limit} (--max-message-size)"
+            )
         if not self._scheduled:
             self._scheduled = True
             self._reactor.callLater(0, self._turnEnded)

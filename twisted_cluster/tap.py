@@ -18,8 +18,9 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from .heap import freezeOnceServing, holdCollection
+from .limits import MAX_MESSAGE_SIZE
 from .master.lean import withoutTLS
-from .master.listeners import SCHEDULING
+from .master.listeners import SCHEDULING, parseBind
 from .master.restart import RestartPolicy
 from .worker.logging import RELAY, STDOUT
 
@@ -64,6 +65,28 @@ def seconds(value: str) -> float:
 
 
 seconds.coerceDoc = "Seconds, at least 0."  # type: ignore[attr-defined]
+
+MEGABYTE = 1024 * 1024
+
+
+def megabytes(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"must be a number of megabytes, more than 0, not {value}")
+    return number
+
+
+megabytes.coerceDoc = "Megabytes, more than 0."  # type: ignore[attr-defined]
+
+
+def nonNegativeMegabytes(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise ValueError(f"must be a number of megabytes, at least 0, not {value}")
+    return number
+
+
+nonNegativeMegabytes.coerceDoc = "Megabytes, at least 0."  # type: ignore[attr-defined]
 
 
 class Options(usage.Options):
@@ -113,7 +136,7 @@ class Options(usage.Options):
             0.0,
             "Recycle a worker whose resident set exceeds this many megabytes "
             "(0: no limit).",
-            seconds,
+            nonNegativeMegabytes,
         ],
         [
             "spares",
@@ -163,6 +186,14 @@ class Options(usage.Options):
             positiveInt,
         ],
         [
+            "max-message-size",
+            None,
+            MAX_MESSAGE_SIZE / MEGABYTE,
+            "The largest message either way, in megabytes of JSON; a worker "
+            "that sends more is cut off and replaced.",
+            megabytes,
+        ],
+        [
             "master-hook",
             None,
             None,
@@ -170,6 +201,21 @@ class Options(usage.Options):
             "module (to handle worker events and messages).",
         ],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["bind"] = []
+
+    def opt_bind(self, endpoint: str) -> None:
+        """
+        Bind this address (tcp:80, ssl:443:interface=10.0.0.1, udp:53,
+        unix:/run/app.sock) before twistd drops privileges (--uid/--gid), for
+        the app's listen on it; repeatable.
+        """
+        try:
+            self["bind"].append(parseBind(endpoint))
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         # A mistake gets one line, not twistd's whole usage text above it.
@@ -206,6 +252,39 @@ def workerLogTarget(runner: Any) -> str:
         return STDOUT
     # twistd opens its log before it changes directory; so do the workers.
     return os.path.abspath(logfile or "twistd.log")
+
+
+def _switchingTo(runner: Any) -> tuple[int | None, int | None]:
+    """
+    The uid and gid twistd will switch to after C{privilegedStartService},
+    if it will (it runs as root and was given C{--uid} or C{--gid}).
+    """
+    if os.getuid() != 0:
+        return None, None
+    try:
+        uid, gid = runner["uid"], runner["gid"]
+    except (KeyError, TypeError):
+        return None, None
+    if uid is not None and gid is None:
+        import pwd
+
+        gid = pwd.getpwuid(uid).pw_gid
+    return uid, gid
+
+
+def _giveLogTo(path: str, uid: int | None, gid: int | None) -> None:
+    # twistd opens its log as root; workers, spawned after the switch, open
+    # it again by path (to follow rotation), so it must be theirs.
+    if uid is None and gid is None:
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+        os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+    except OSError as e:
+        raise SystemExit(
+            f"twisted-cluster: cannot give the log {path} to the user "
+            f"workers run as: {e.strerror or e}"
+        ) from None
 
 
 def loadHook(spec: str) -> Callable[[Any], object]:
@@ -278,6 +357,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         silent=logTarget != STDOUT,
         scheduling=options["scheduling"],
     )
+    master.maxMessage = int(options["max-message-size"] * MEGABYTE)
+    runner = getattr(options, "parent", None)
+    if os.path.isabs(logTarget):
+        _giveLogTo(logTarget, *_switchingTo(runner))
     if options["master-hook"] is not None:
         options["master-hook"](cluster)
     status = _ExitStatus()
@@ -308,7 +391,13 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         spares=options["spares"],
     )
     service = ClusterService(
-        master, options["workers"], reactor, onFatal=fatal, policy=policy, limits=limits
+        master,
+        options["workers"],
+        reactor,
+        onFatal=fatal,
+        policy=policy,
+        limits=limits,
+        bindAhead=options["bind"],
     )
     reactor.callWhenRunning(installSignals, service, reactor)
     # Later than in a worker: while workers start, they need the CPUs.

@@ -9,6 +9,7 @@ connections while a worker is being replaced.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -68,6 +69,61 @@ class BindError(Exception):
     """
 
 
+def parseBind(description: str) -> ListenRequest:
+    """
+    The address a C{--bind} endpoint names, as the listen request an app's
+    matching C{listen*} call makes: C{tcp:80}, C{tcp:443:interface=10.0.0.1},
+    C{ssl:443} (the port under the TLS), C{udp:53}, or
+    C{unix:/run/app.sock:mode=660}.
+
+    @raise ValueError: saying what is wrong with it.
+    """
+    kind, *parts = _splitEndpoint(description)
+    kind = {"ssl": "tcp", "tls": "tcp"}.get(kind, kind)
+    if kind not in ("tcp", "udp", "unix") or not parts:
+        raise ValueError(
+            f"--bind {description!r}: expected tcp:PORT, ssl:PORT, udp:PORT or "
+            "unix:PATH, with options such as interface=ADDRESS"
+        )
+    first, *rest = parts
+    options: dict[str, str] = {}
+    for part in rest:
+        key, sep, value = part.partition("=")
+        if sep:
+            options[key] = value
+    try:
+        backlog = int(options.get("backlog", 50))
+        if kind == "unix":
+            mode = int(options.get("mode", "666"), 8)
+            return ListenRequest("unix", path=first, backlog=backlog, mode=mode)
+        port = int(first)
+        if not 0 < port < 65536:
+            raise ValueError(f"no such port: {port}")
+    except ValueError as e:
+        raise ValueError(f"--bind {description!r}: {e}") from None
+    return ListenRequest(
+        kind, interface=options.get("interface", ""), port=port, backlog=backlog
+    )
+
+
+def _splitEndpoint(description: str) -> list[str]:
+    # As Twisted's endpoint strings: ":" separates, "\:" is a colon.
+    parts, current, escaped = [], "", False
+    for char in description:
+        if escaped:
+            current += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
 REUSEPORT = hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux")
 """Whether the kernel spreads connections over sockets sharing a port
 (Linux does; BSDs accept the option but give each new connection to the
@@ -118,6 +174,12 @@ def bind(request: ListenRequest, reusePort: bool = False) -> socket.socket:
     except OSError as e:
         sock.close()
         reason = e.strerror or str(e)
+        if e.errno == errno.EACCES and request.kind != "unix" and request.port < 1024:
+            where = f":interface={request.interface}" if request.interface else ""
+            reason += (
+                f" (bind it before privileges are dropped: "
+                f"--bind {request.kind}:{request.port}{where})"
+            )
         raise BindError(f"cannot listen on {request.describe()}: {reason}") from None
     return sock
 
@@ -149,6 +211,19 @@ class Listeners:
         self.scheduling = scheduling
         self._sockets: dict[tuple[object, ...], socket.socket] = {}
         self._paths: list[str] = []
+        # Addresses bound ahead (before dropping privileges): one socket for
+        # every slot, as another could not be bound now.
+        self._bound: set[tuple[object, ...]] = set()
+
+    def bindAhead(self, request: ListenRequest) -> socket.socket:
+        """
+        Bind C{request}'s address now, while this process may (as root,
+        before twistd drops privileges); every slot shares the socket.
+
+        @raise BindError: if it cannot be bound.
+        """
+        self._bound.add(request.key)
+        return self.socketFor(request, 0)
 
     def socketFor(self, request: ListenRequest, slot: int = 0) -> socket.socket:
         """
@@ -157,7 +232,11 @@ class Listeners:
 
         @raise BindError: if it cannot be bound.
         """
-        perSlot = self.scheduling == "reuseport" and request.kind == "tcp"
+        perSlot = (
+            self.scheduling == "reuseport"
+            and request.kind == "tcp"
+            and request.key not in self._bound
+        )
         if not perSlot:
             slot = 0
         key = (*request.key, slot)

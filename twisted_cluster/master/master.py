@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..commands import STANDBY_ENV, WORKER_ID_ENV
+from ..commands import MAX_MESSAGE_ENV, MAX_MESSAGE_SIZE, STANDBY_ENV, WORKER_ID_ENV
 from ..events import EventEmitter
 from .listeners import BindError, Listeners, ListenRequest
 from .process import Worker
@@ -59,6 +59,9 @@ class Master(EventEmitter):
         C{death} event fires.
     @ivar stopping: whether the cluster is stopping: a worker that goes then
         hands its slots to no one.
+    @ivar maxMessage: the most bytes of JSON one message may take, either
+        way, for workers forked from now on; a worker that sends more is cut
+        off.
     """
 
     _log = Logger()
@@ -82,6 +85,7 @@ class Master(EventEmitter):
         self.settings = Settings()
         self.listeners = Listeners(scheduling)
         self.stopping = False
+        self.maxMessage = MAX_MESSAGE_SIZE
         self._roundRobin = RoundRobin(self._reactor, _takesConnections)
         self._lastId = 0
         report = reportFromEnvironment(self._reactor, self._environ)  # type: ignore[arg-type]
@@ -130,7 +134,12 @@ class Master(EventEmitter):
         """
         self._lastId += 1
         worker = Worker(self, self._lastId, self._freeSlot() if slot is None else slot)
-        environ = {**self._environ, **(env or {}), WORKER_ID_ENV: str(worker.id)}
+        environ = {
+            **self._environ,
+            **(env or {}),
+            WORKER_ID_ENV: str(worker.id),
+            MAX_MESSAGE_ENV: str(self.maxMessage),
+        }
         environ.pop(REPORT_FD_ENV, None)
         worker.spawn(
             self._reactor,

@@ -34,6 +34,7 @@ from ..commands import (
     Message,
     Release,
     Start,
+    boxLimit,
 )
 from ..events import EventEmitter
 from ..messages import Batcher, decodeBatch
@@ -104,6 +105,7 @@ class Worker(EventEmitter):
             master._reactor,  # type: ignore[arg-type]
             self._deliver,
             self._push,
+            limit=master.maxMessage,
         )
         self._channel: MasterChannel | None = None
         self._lifeline: int | None = None
@@ -282,6 +284,7 @@ class Worker(EventEmitter):
                 },
             )
             channel = MasterChannel(self)
+            channel.maxBox = boxLimit(self._master.maxMessage)
             reactor.adoptStreamConnection(  # type: ignore[attr-defined]
                 ours.fileno(), socket.AF_UNIX, ChannelFactory(channel)
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from .listeners import BindError, ListenRequest
 from .master import Master
 from .process import Worker
 from .restart import RestartPolicy
@@ -108,8 +109,10 @@ class ClusterService(Service):
         policy: RestartPolicy | None = None,
         limits: Limits | None = None,
         memoryOf: Callable[[int], float | None] | None = None,
+        bindAhead: Sequence[ListenRequest] = (),
     ) -> None:
         self.master = master
+        self.bindAhead = tuple(bindAhead)
         self.count = count
         self.policy = policy if policy is not None else RestartPolicy()
         self.limits = limits if limits is not None else Limits()
@@ -160,6 +163,19 @@ class ClusterService(Service):
         self._log.info("Cluster {old} -> {new}", old=self.state.value, new=state.value)
         self.state = state
         return True
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind the addresses of C{--bind} while this process may: twistd drops
+        privileges after this and before L{startService}.
+        """
+        super().privilegedStartService()
+        for request in self.bindAhead:
+            try:
+                self.master.listeners.bindAhead(request)
+            except BindError as e:
+                self._log.critical("{error}", error=str(e))
+                raise SystemExit(f"twisted-cluster: {e}") from None
 
     def startService(self) -> None:
         super().startService()

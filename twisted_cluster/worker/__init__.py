@@ -37,7 +37,7 @@ def thisWorker(reactor: Any = None) -> ThisWorker:
     global _current
     if _current is None:
         # Here, not above: the master imports this package for its constants.
-        from ..commands import STANDBY_ENV, WORKER_ID_ENV
+        from ..commands import MAX_MESSAGE_ENV, STANDBY_ENV, WORKER_ID_ENV
         from .channel import ThisWorker
 
         try:
@@ -46,7 +46,11 @@ def thisWorker(reactor: Any = None) -> ThisWorker:
             raise NotAWorker(f"{WORKER_ID_ENV} is not set to a worker id") from None
         if reactor is None:
             from twisted.internet import reactor
-        worker = ThisWorker(reactor, workerId)
+        try:
+            maxMessage = int(os.environ.get(MAX_MESSAGE_ENV, ""))
+        except ValueError:
+            maxMessage = None
+        worker = ThisWorker(reactor, workerId, maxMessage)
         try:
             worker.connect()
         except OSError as e:
@@ -59,4 +63,5 @@ def thisWorker(reactor: Any = None) -> ThisWorker:
         # are not workers, and would fail to find a channel as descriptor 3.
         worker.standby = bool(os.environ.pop(STANDBY_ENV, ""))
         del os.environ[WORKER_ID_ENV]
+        os.environ.pop(MAX_MESSAGE_ENV, None)
     return _current

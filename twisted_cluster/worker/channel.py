@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from ..commands import (
     CHANNEL_FD,
     LIFELINE_FD,
+    MAX_MESSAGE_SIZE,
     Adopt,
     BootFailed,
     Channel,
@@ -37,6 +38,7 @@ from ..commands import (
     Ready,
     Release,
     Start,
+    boxLimit,
 )
 from ..events import EventEmitter
 from ..heap import freezeOnceServing
@@ -203,14 +205,20 @@ class ThisWorker(EventEmitter):
     _log = Logger()
     listenTimeout = 30.0
 
-    def __init__(self, reactor: Any, workerId: int) -> None:
+    def __init__(
+        self, reactor: Any, workerId: int, maxMessage: int | None = None
+    ) -> None:
         super().__init__()
         self.id = workerId
         self.standby = False
         self.exitedAfterDisconnect = False
         self._reactor = reactor
         self._channel = WorkerChannel(self)
-        self._messages = Batcher(reactor, self._deliver, self._channel.push)
+        limit = MAX_MESSAGE_SIZE if maxMessage is None else maxMessage
+        self._channel.maxBox = boxLimit(limit)
+        self._messages = Batcher(
+            reactor, self._deliver, self._channel.push, limit=limit
+        )
         self._inbox: deque[bytes] = deque()
         self.ports = SharedPorts(
             reactor, self._requestSocket, self._requestSlot, self._handedBack
