@@ -16,6 +16,7 @@ from twisted_cluster.commands import BigBytes, Listen, Online
 from twisted_cluster.master.logs import WorkerLogRelay
 from twisted_cluster.master.master import Master
 from twisted_cluster.master.restart import RestartPolicy
+from twisted_cluster.request import ListenRequest
 
 from .fakes import FakeProcessReactor
 
@@ -37,13 +38,9 @@ def test_eventsInOrderOncePerWorker(tmp_path) -> None:
     assert worker.state == "online"
     process.call(
         Listen,
-        kind="unix",
-        interface="",
-        port=0,
-        path=str(tmp_path / "s.sock"),
-        backlog=5,
-        mode=0o600,
-        occurrence=0,
+        request=ListenRequest(
+            "unix", path=str(tmp_path / "s.sock"), backlog=5, mode=0o600
+        ),
         slot=-1,
     )
     assert worker.state == "listening"

@@ -304,3 +304,100 @@ def test_hostileWorker(cluster, tmp_path: Path, attack: str) -> None:
     answers = {get(port).split()[0] for _ in range(40)}
     assert "1" not in answers and "2" in answers
     assert openDescriptors(c.pid) <= before
+
+
+def runtimeCluster(cluster, scheduling: str = "reuseport"):
+    port, extra = freePort(), freePort()
+    c = cluster(
+        APPS / "runtime.tac",
+        workers=2,
+        env={"PORT": str(port), "EXTRA_PORT": str(extra)},
+        args=["--scheduling", scheduling],
+    )
+    untilEachWorker(port, "/")
+    return c, port, extra
+
+
+def greeting(port: int) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.settimeout(10)
+        data = b""
+        while chunk := s.recv(100):
+            data += chunk
+    return data.decode().strip()
+
+
+def untilEachWorker(port: int, path: str) -> dict[str, str]:
+    """
+    Ask C{path} until both workers have answered; each one's first answer,
+    by worker id (the other answers' effects stay in place).
+    """
+    from .support import get
+
+    seen: dict[str, str] = {}
+
+    def both() -> bool:
+        try:
+            answer = get(port, path)
+        except OSError:
+            return False  # Not listening yet.
+        seen.setdefault(answer.split()[0], answer)
+        return len(seen) == 2
+
+    waitFor(both, what=f"both workers to answer {path}")
+    return seen
+
+
+def test_runTimePortZeroIsTheWorkersOwn(cluster) -> None:
+    """
+    A port-0 listen after the app started (FTP passive mode) is the
+    worker's own: each worker's port differs and is served by that worker
+    alone; stopped, it refuses connections; 200 listen/stop cycles leave the
+    master with no more descriptors than before.
+    """
+    from .support import get
+
+    c, port, _ = runtimeCluster(cluster)
+    answers = untilEachWorker(port, "/listen")
+    opened = {who: int(answer.split()[2]) for who, answer in answers.items()}
+    assert len(set(opened.values())) == 2
+    for who, number in opened.items():
+        for _ in range(5):
+            assert greeting(number).split()[0] == who
+    before = openDescriptors(c.pid)
+    for _ in range(200):
+        answer = get(port, "/listen")
+        number = int(answer.split()[2])
+        # The same connection's worker is not promised: stop it where opened.
+        opener = answer.split()[0]
+        waitFor(
+            lambda n=number, o=opener: (
+                get(port, f"/stop?port={n}").split()[::2][:2] == [o, "stopped"]
+            ),
+            what="the opener to stop its port",
+        )
+        with pytest.raises(ConnectionRefusedError):
+            greeting(number)
+    assert openDescriptors(c.pid) <= before
+
+
+@pytest.mark.parametrize("scheduling", ["reuseport", "shared", "roundrobin"])
+def test_stoppedSharedPort(cluster, scheduling: str) -> None:
+    """
+    A shared port one worker's app stops is served by the other alone (no
+    connection left unaccepted); once both stop it, it refuses connections,
+    as a stopped port of plain twistd does.
+    """
+    c, port, extra = runtimeCluster(cluster, scheduling)
+    first = get_(port, "/stop-extra").split()[0]
+    for _ in range(30):
+        assert greeting(extra).split()[0] != first
+    untilEachWorker(port, "/stop-extra")
+    with pytest.raises(ConnectionRefusedError):
+        greeting(extra)
+
+
+def get_(port: int, path: str) -> str:
+    from .support import get
+
+    return get(port, path)

@@ -10,6 +10,7 @@ from twisted_cluster.commands import BootFailed, Listen, Online, Ready
 from twisted_cluster.master.master import Master
 from twisted_cluster.master.restart import RestartPolicy
 from twisted_cluster.master.supervisor import ClusterService, Limits
+from twisted_cluster.request import ListenRequest
 
 from .fakes import FakeProcessReactor
 
@@ -139,13 +140,9 @@ def test_bindFailureIsFatal(h: Harness, tmp_path) -> None:
     with pytest.raises(Exception, match="cannot listen on UNIX socket"):
         p.call(
             Listen,
-            kind="unix",
-            interface="",
-            port=0,
-            path=str(tmp_path / "missing" / "s.sock"),
-            backlog=5,
-            mode=0o600,
-            occurrence=0,
+            request=ListenRequest(
+                "unix", path=str(tmp_path / "missing" / "s.sock"), backlog=5, mode=0o600
+            ),
             slot=-1,
         )
     assert len(h.fatal) == 1

@@ -15,6 +15,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from .limits import MAX_MESSAGE_SIZE, boxLimit
+from .request import ListenRequest
 
 CHANNEL_FD = 3
 """The descriptor number of the worker's end of its channel."""
@@ -73,6 +74,18 @@ class ListenFailed(Exception):
     """
 
 
+class Request(amp.Argument):
+    """
+    A L{ListenRequest}, as one value.
+    """
+
+    def toString(self, inObject: ListenRequest) -> bytes:
+        return inObject.toBytes()
+
+    def fromString(self, inString: bytes) -> ListenRequest:
+        return ListenRequest.fromBytes(inString)
+
+
 class Listen(amp.Command):
     """
     Worker to master: give me the shared listening socket for this listen
@@ -81,13 +94,7 @@ class Listen(amp.Command):
     """
 
     arguments = [
-        (b"kind", amp.Unicode()),  # "tcp", "udp" or "unix"
-        (b"interface", amp.Unicode()),
-        (b"port", amp.Integer()),
-        (b"path", amp.Unicode()),
-        (b"backlog", amp.Integer()),
-        (b"mode", amp.Integer()),
-        (b"occurrence", amp.Integer()),
+        (b"request", Request()),
         (b"slot", amp.Integer()),  # which worker slot's socket; -1: the asker's
     ]
     response = [
@@ -97,6 +104,18 @@ class Listen(amp.Command):
         (b"roundRobin", amp.Integer()),
     ]
     errors = {ListenFailed: b"LISTEN_FAILED"}
+
+
+class Unlisten(amp.Command):
+    """
+    Worker to master: the app stopped listening on this address (in its own
+    time, not because the worker is leaving); a socket nobody else listens on
+    is closed, so new connections are refused, as after a plain
+    C{stopListening}.
+    """
+
+    arguments = [(b"request", Request())]
+    response = []
 
 
 class Online(amp.Command):

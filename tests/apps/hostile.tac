@@ -63,9 +63,9 @@ def attack(channel):
     elif ATTACK == "bad-json":
         write(box(_command=b"Message", _ask=b"1", batch=b"[not json"))
     elif ATTACK == "bad-slot":
-        args = dict(kind=b"tcp", interface=b"127.0.0.1", port=b"0", path=b"")
-        args.update(backlog=b"50", mode=b"438", occurrence=b"0", slot=b"57")
-        write(box(_command=b"Listen", _ask=b"1", **args))
+        request = b'{"kind":"tcp","interface":"127.0.0.1","port":0,"path":"",'
+        request += b'"backlog":50,"mode":438,"occurrence":0,"wantPID":false}'
+        write(box(_command=b"Listen", _ask=b"1", request=request, slot=b"57"))
     elif ATTACK == "cut-box":
         write(pair(b"_command", b"Message") + pair(b"_ask", b"1") + b"\0\x05ba")
         os._exit(3)

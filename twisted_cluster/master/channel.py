@@ -33,8 +33,10 @@ from ..commands import (
     Message,
     Online,
     Ready,
+    Unlisten,
 )
-from .listeners import BindError, ListenRequest
+from ..request import ListenRequest
+from .listeners import BindError
 
 if TYPE_CHECKING:
     from .process import Worker
@@ -130,18 +132,7 @@ class MasterChannel(Channel):
         return {}
 
     @Listen.responder
-    def listen(
-        self,
-        kind: str,
-        interface: str,
-        port: int,
-        path: str,
-        backlog: int,
-        mode: int,
-        occurrence: int,
-        slot: int,
-    ) -> dict[str, Any]:
-        request = ListenRequest(kind, interface, port, path, backlog, mode, occurrence)
+    def listen(self, request: ListenRequest, slot: int) -> dict[str, Any]:
         try:
             sock = self._worker._listen(request, slot)
         except BindError as e:
@@ -154,6 +145,11 @@ class MasterChannel(Channel):
             "family": int(sock.family),
             "roundRobin": roundRobin,
         }
+
+    @Unlisten.responder
+    def unlisten(self, request: ListenRequest) -> dict[str, Any]:
+        self._worker._unlisten(request)
+        return {}
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)

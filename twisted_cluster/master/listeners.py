@@ -14,53 +14,13 @@ import os
 import socket
 import stat
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.abstract import isIPv6Address
 from twisted.logger import Logger
 
-
-@dataclass(frozen=True)
-class ListenRequest:
-    """
-    One C{listen*} call of the app, as a worker describes it.
-
-    @ivar occurrence: for port 0, which of the worker's port-0 listens of this
-        kind and interface this is, so that every worker's first one shares
-        one ephemeral port and its second one another.
-    """
-
-    kind: str
-    interface: str = ""
-    port: int = 0
-    path: str = ""
-    backlog: int = 50
-    mode: int = 0o666
-    occurrence: int = 0
-
-    @property
-    def key(self) -> tuple[object, ...]:
-        """
-        What identifies the shared socket: the same key, the same socket.
-        """
-        if self.kind == "unix":
-            return ("unix", os.path.abspath(self.path))
-        return (
-            self.kind,
-            self.interface,
-            self.port,
-            self.occurrence if self.port == 0 else 0,
-        )
-
-    def describe(self) -> str:
-        """
-        The address in words, for messages.
-        """
-        if self.kind == "unix":
-            return f"UNIX socket {self.path}"
-        host = self.interface or "all interfaces"
-        return f"{self.kind.upper()} port {self.port} on {host}"
+from ..request import ListenRequest
 
 
 class BindError(Exception):
@@ -262,6 +222,33 @@ class Listeners:
     def __len__(self) -> int:
         return len(self._sockets)
 
+    def sockets(self, request: ListenRequest) -> dict[int, socket.socket]:
+        """
+        The sockets of C{request}'s address, by slot.
+        """
+        key = request.key
+        return {k[-1]: s for k, s in self._sockets.items() if k[:-1] == key}  # type: ignore[misc]
+
+    def closeSocket(self, request: ListenRequest, slot: int) -> None:
+        """
+        Close the socket of C{request}'s address in C{slot} (and, with the
+        last one, the UNIX socket file the master made): nobody listens on it.
+        """
+        sock = self._sockets.pop((*request.key, slot), None)
+        if sock is None:
+            return
+        self._log.info(
+            "No longer sharing {address}{which}",
+            address=describeSocket(sock),
+            which=f" (slot {slot})" if slot else "",
+        )
+        sock.close()
+        if request.kind == "unix" and not self.sockets(request):
+            path = request.path
+            if path in self._paths:
+                self._paths.remove(path)
+                _removeSocketFile(path)
+
     def close(self) -> None:
         """
         Close every socket and remove the UNIX socket files the master made.
@@ -270,12 +257,16 @@ class Listeners:
             sock.close()
         self._sockets.clear()
         for path in self._paths:
-            try:
-                if stat.S_ISSOCK(os.stat(path).st_mode):
-                    os.unlink(path)
-            except OSError:
-                pass
+            _removeSocketFile(path)
         self._paths.clear()
+
+
+def _removeSocketFile(path: str) -> None:
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def describeSocket(sock: socket.socket) -> str:

@@ -21,7 +21,8 @@ from twisted.python.failure import Failure
 
 from ..commands import MAX_MESSAGE_ENV, MAX_MESSAGE_SIZE, STANDBY_ENV, WORKER_ID_ENV
 from ..events import EventEmitter
-from .listeners import BindError, Listeners, ListenRequest
+from ..request import ListenRequest
+from .listeners import BindError, Listeners
 from .process import Worker
 from .report import REPORT_FD_ENV, reportFromEnvironment
 from .roundrobin import RoundRobin
@@ -239,6 +240,22 @@ class Master(EventEmitter):
             self._log.error("Worker {id}: {error}", id=worker.id, error=str(e))
             self.emit("listenError", worker, str(e))
             raise
+
+    def _unlistened(self, worker: Worker, request: ListenRequest) -> None:
+        # Its app stopped listening there: close what no one else serves, so
+        # that new connections are refused rather than left unaccepted.
+        others = [
+            w
+            for w in self.workers.values()
+            if w is not worker and w.listensOn(request.key)
+        ]
+        served = {slot for w in others for slot in w.slots}
+        for slot, sock in self.listeners.sockets(request).items():
+            if not others or (slot in worker.slots and slot not in served):
+                self._roundRobin.drop(sock)
+                self.listeners.closeSocket(request, slot)
+            else:
+                self._roundRobin.unsubscribe(sock, worker)
 
     def _forget(self, worker: Worker) -> None:
         self.workers.pop(worker.id, None)

@@ -38,9 +38,10 @@ from ..commands import (
 )
 from ..events import EventEmitter
 from ..messages import Batcher, decodeBatch
+from ..request import ListenRequest
 from .channel import MasterChannel
 from .lifecycle import Lifecycle, lifecycleMachine
-from .listeners import BindError, ListenRequest
+from .listeners import BindError
 from .logs import WorkerLogRelay
 
 if TYPE_CHECKING:
@@ -49,9 +50,6 @@ if TYPE_CHECKING:
 
 MINE = -1
 """The slot of a listen request for the asking worker's own sockets."""
-
-KINDS = ("tcp", "udp", "unix")
-"""The kinds of socket a worker may ask for."""
 
 MAX_LISTENS = 256
 """The most different addresses one worker may listen on."""
@@ -318,8 +316,6 @@ class Worker(EventEmitter):
             self._master.emit("message", self, message)
 
     def _listen(self, request: ListenRequest, slot: int) -> socket.socket:
-        if request.kind not in KINDS:
-            raise ProtocolError(f"asked to listen on a {request.kind[:16]!r} socket")
         own = slot == MINE
         if not own and slot not in self.slots[1:]:
             # Only a slot the master asked it to adopt: any other would make
@@ -335,6 +331,16 @@ class Worker(EventEmitter):
         if own:
             self._lifecycle.listening(_addressOf(sock))
         return sock
+
+    def _unlisten(self, request: ListenRequest) -> None:
+        self._listens.discard(request.key)
+        self._master._unlistened(self, request)
+
+    def listensOn(self, key: tuple[object, ...]) -> bool:
+        """
+        Whether its app listens on the address of this listen request key.
+        """
+        return key in self._listens
 
     def _breached(self, why: str) -> None:
         self._log.error(

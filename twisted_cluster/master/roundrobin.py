@@ -158,6 +158,23 @@ class RoundRobin:
         for distributor in self._distributors.values():
             distributor.unsubscribe(worker)
 
+    def unsubscribe(self, sock: socket.socket, worker: Worker) -> None:
+        """
+        Hand C{worker} no more of C{sock}'s connections.
+        """
+        distributor = self._distributors.get(sock.fileno())
+        if distributor is not None:
+            distributor.unsubscribe(worker)
+
+    def drop(self, sock: socket.socket) -> None:
+        """
+        Stop accepting on C{sock}: it is about to close.
+        """
+        distributor = self._distributors.pop(sock.fileno(), None)
+        if distributor is not None:
+            for worker in list(distributor._subscribers):
+                distributor.unsubscribe(worker)
+
     def close(self) -> None:
         for distributor in self._distributors.values():
             for worker in list(distributor._subscribers):

@@ -17,7 +17,8 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from .listeners import BindError, ListenRequest
+from ..request import ListenRequest
+from .listeners import BindError
 from .master import Master
 from .process import Worker
 from .restart import RestartPolicy

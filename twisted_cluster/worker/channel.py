@@ -38,27 +38,15 @@ from ..commands import (
     Ready,
     Release,
     Start,
+    Unlisten,
     boxLimit,
 )
 from ..events import EventEmitter
 from ..heap import freezeOnceServing
-from ..master.listeners import ListenRequest
 from ..messages import Batcher, decodeBatch
+from ..request import ListenRequest
 from .lifeline import watchLifeline
 from .listening import MINE, Answer, SharedPorts
-
-
-def _listenArguments(request: ListenRequest, slot: int) -> dict[str, Any]:
-    return {
-        "kind": request.kind,
-        "interface": request.interface,
-        "port": request.port,
-        "path": request.path,
-        "backlog": request.backlog,
-        "mode": request.mode,
-        "occurrence": request.occurrence,
-        "slot": slot,
-    }
 
 
 class ChannelLost(Exception):
@@ -221,7 +209,11 @@ class ThisWorker(EventEmitter):
         )
         self._inbox: deque[bytes] = deque()
         self.ports = SharedPorts(
-            reactor, self._requestSocket, self._requestSlot, self._handedBack
+            reactor,
+            self._requestSocket,
+            self._requestSlot,
+            self._handedBack,
+            self._unlistened,
         )
         self._closedSinceSaid = 0
         self._disconnecting: Deferred[None] | None = None
@@ -243,6 +235,9 @@ class ThisWorker(EventEmitter):
         )
         os.close(CHANNEL_FD)
         self.ports.install()
+        # Before the app's services stop: the ports they close are not the
+        # app's choice but this worker's end.
+        self._reactor.addSystemEventTrigger("before", "shutdown", self._leaving)
         watchLifeline(self._reactor, LIFELINE_FD)
         self._channel.callRemote(Online).addErrback(self._unheard)
         # By then the app (a .tac, or the script that imported us) is loaded.
@@ -256,8 +251,10 @@ class ThisWorker(EventEmitter):
 
     def ready(self) -> None:
         """
-        Tell the master the application has started.
+        Tell the master the application has started.  From now on a port-0
+        listen is this worker's own (L{SharedPorts.private}).
         """
+        self.ports.private = True
         self._channel.callRemote(Ready).addErrback(self._unheard)
 
     def bootFailed(self, reason: str) -> None:
@@ -310,17 +307,23 @@ class ThisWorker(EventEmitter):
     def _requestSocket(self, request: ListenRequest) -> Answer:
         try:
             answer = self._channel.callSync(
-                Listen, timeout=self.listenTimeout, **_listenArguments(request, MINE)
+                Listen, timeout=self.listenTimeout, request=request, slot=MINE
             )
         except ListenFailed as e:
             raise OSError(str(e)) from None
         return Answer(answer["descriptor"], answer["family"], answer["roundRobin"])
 
     def _requestSlot(self, request: ListenRequest, slot: int) -> Deferred[Answer]:
-        d = self._channel.callRemote(Listen, **_listenArguments(request, slot))
+        d = self._channel.callRemote(Listen, request=request, slot=slot)
         return d.addCallback(
             lambda a: Answer(a["descriptor"], a["family"], a["roundRobin"])
         )
+
+    def _unlistened(self, request: ListenRequest) -> None:
+        if self.isConnected():
+            self._channel.callRemote(Unlisten, request=request).addErrback(
+                self._unheard
+            )
 
     def _handedBack(self) -> None:
         # One notice per turn, however many connections closed in it.
@@ -351,6 +354,9 @@ class ThisWorker(EventEmitter):
         if self._disconnecting is None:
             self._log.info("Worker {id}: the master has gone; exiting", id=self.id)
         self._stopReactor()
+
+    def _leaving(self) -> None:
+        self.ports.leaving = True
 
     def _stopReactor(self) -> None:
         if not self._reactor.running:

@@ -24,7 +24,7 @@ from twisted.internet.protocol import DatagramProtocol, ServerFactory
 from twisted.logger import Logger
 
 from ..internals import httpChannelOf
-from ..master.listeners import ListenRequest
+from ..request import ListenRequest
 
 IDLE_GRACE = 2.0
 """Seconds an idle keep-alive connection of a draining worker stays open."""
@@ -241,10 +241,51 @@ def _closeIfIdle(channel: Any, connection: Any) -> None:
         connection.loseConnection()
 
 
+class _Stops:
+    """
+    Tells its owner when the port stops: the owner tells the master, if the
+    app stopped it rather than the cluster.
+    """
+
+    clusterRequest: ListenRequest | None = None
+    onStop: Callable[[Any], None] = staticmethod(lambda port: None)
+
+    def connectionLost(self, reason: Any) -> None:
+        try:
+            super().connectionLost(reason)  # type: ignore[misc]
+        finally:
+            self.onStop(self)
+
+
+class _StoppingTCPPort(_Stops, _SharedTCPPort):
+    pass
+
+
+class _StoppingRoundRobinPort(_Stops, _RoundRobinPort):
+    pass
+
+
+class _StoppingUNIXPort(_Stops, _SharedUNIXPort):
+    pass
+
+
+class _StoppingUDPPort(_Stops, udp.Port):  # type: ignore[misc]
+    pass
+
+
 class SharedPorts:
     """
     Makes a reactor's C{listenTCP}, C{listenUNIX} and C{listenUDP} adopt the
     master's shared sockets, and keeps the ports so they can be drained.
+
+    Once L{private} is set (the app has started), a port-0 listen is this
+    worker's own, as an FTP server's passive-mode data port must be: the
+    client connects to the worker that told it the port.  A port the app
+    stops in its own time is said to the master (L{unlistened}), so that a
+    socket nobody listens on is closed.
+
+    @ivar leaving: whether this worker is on its way out: its ports stop
+        then, but the other workers (or its replacement) keep the sockets.
     """
 
     _log = Logger()
@@ -255,22 +296,31 @@ class SharedPorts:
         requestSocket: RequestSocket,
         requestSlot: RequestSlot,
         handedBack: Callable[[], None] = lambda: None,
+        unlistened: Callable[[ListenRequest], None] = lambda request: None,
     ) -> None:
         self._reactor = reactor
         self._requestSocket = requestSocket
         self._requestSlot = requestSlot
         self._handedBack = handedBack
-        self._occurrences: dict[tuple[str, str], int] = {}
+        self._unlistened = unlistened
+        self._occurrences: dict[tuple[str, str], set[int]] = {}
         self._tcp: list[tuple[ListenRequest, ServerFactory]] = []
         self._slots: dict[int, list[IListeningPort]] = {}
+        self._own: dict[str, Callable[..., IListeningPort]] = {}
         self.roundRobin: dict[int, _RoundRobinPort] = {}
         self.ports: list[IListeningPort] = []
+        self.private = False
+        self.leaving = False
 
     def install(self) -> None:
         """
         Replace the reactor's C{listen*} methods with this object's.
         """
         reactor = self._reactor
+        self._own = {
+            "tcp": reactor.listenTCP,
+            "udp": reactor.listenUDP,
+        }
         reactor.listenTCP = self.listenTCP
         reactor.listenUNIX = self.listenUNIX
         reactor.listenUDP = self.listenUDP
@@ -282,34 +332,43 @@ class SharedPorts:
         backlog: int = 50,
         interface: str = "",
     ) -> IListeningPort:
+        if port == 0 and self.private and "tcp" in self._own:
+            return self._own["tcp"](port, factory, backlog, interface)
         request = self._request("tcp", interface=interface, port=port, backlog=backlog)
         answer = self._socketFor(request)
         if answer.roundRobin >= 0:
-            return self._takeFromMaster(answer, factory)
+            return self._takeFromMaster(request, answer, factory)
+        adopted = self._adoptTCP(answer.descriptor, answer.family, factory, request)
         self._tcp.append((request, factory))
-        return self._adoptTCP(answer.descriptor, answer.family, factory)
+        return adopted
 
-    def _takeFromMaster(self, answer: Answer, factory: ServerFactory) -> IListeningPort:
+    def _takeFromMaster(
+        self, request: ListenRequest, answer: Answer, factory: ServerFactory
+    ) -> IListeningPort:
         try:
-            port = _RoundRobinPort._fromListeningDescriptor(
+            port = _StoppingRoundRobinPort._fromListeningDescriptor(
                 self._reactor, answer.descriptor, answer.family, factory
             )
         finally:
             os.close(answer.descriptor)
         port.handedBack = self._handedBack
         self.roundRobin[answer.roundRobin] = port
-        return self._start(port)
+        return self._start(port, request)
 
     def _adoptTCP(
-        self, descriptor: int, family: int, factory: ServerFactory
+        self,
+        descriptor: int,
+        family: int,
+        factory: ServerFactory,
+        request: ListenRequest | None = None,
     ) -> IListeningPort:
         try:
-            adopted = _SharedTCPPort._fromListeningDescriptor(
+            adopted = _StoppingTCPPort._fromListeningDescriptor(
                 self._reactor, descriptor, family, factory
             )
         finally:
             os.close(descriptor)
-        return self._start(adopted)
+        return self._start(adopted, request)
 
     def adopt(self, slot: int) -> Deferred[None]:
         """
@@ -354,15 +413,17 @@ class SharedPorts:
         wantPID: int = 0,
     ) -> IListeningPort:
         path = os.fsdecode(address)
-        request = ListenRequest("unix", path=path, backlog=backlog, mode=mode)
+        request = ListenRequest(
+            "unix", path=path, backlog=backlog, mode=mode, wantPID=bool(wantPID)
+        )
         descriptor = self._socketFor(request).descriptor
         try:
-            adopted = _SharedUNIXPort._fromListeningDescriptor(
+            adopted = _StoppingUNIXPort._fromListeningDescriptor(
                 self._reactor, descriptor, factory
             )
         finally:
             os.close(descriptor)
-        return self._start(adopted)
+        return self._start(adopted, request)
 
     def listenUDP(
         self,
@@ -371,15 +432,17 @@ class SharedPorts:
         interface: str = "",
         maxPacketSize: int = 8192,
     ) -> IListeningPort:
+        if port == 0 and self.private and "udp" in self._own:
+            return self._own["udp"](port, protocol, interface, maxPacketSize)
         request = self._request("udp", interface=interface, port=port)
         descriptor, family, _ = self._socketFor(request)
         try:
-            adopted = udp.Port._fromListeningDescriptor(
+            adopted = _StoppingUDPPort._fromListeningDescriptor(
                 self._reactor, descriptor, family, protocol, maxPacketSize=maxPacketSize
             )
         finally:
             os.close(descriptor)
-        return self._start(adopted)
+        return self._start(adopted, request)
 
     def stopAccepting(self) -> Deferred[None]:
         """
@@ -387,6 +450,7 @@ class SharedPorts:
         backlog for the other workers); fires once the connections they
         accepted have closed too.
         """
+        self.leaving = True
         ports, self.ports = self.ports, []
         waits = []
         for port in ports:
@@ -402,10 +466,13 @@ class SharedPorts:
     ) -> ListenRequest:
         occurrence = 0
         if port == 0:
-            # The n-th port-0 listen of each worker shares one ephemeral port.
-            key = (kind, interface)
-            occurrence = self._occurrences.get(key, 0)
-            self._occurrences[key] = occurrence + 1
+            # The n-th port-0 listen of each worker shares one ephemeral port:
+            # the lowest this worker does not hold, so that one that stops
+            # and listens again gets the port the others still hold.
+            held = self._occurrences.setdefault((kind, interface), set())
+            while occurrence in held:
+                occurrence += 1
+            held.add(occurrence)
         return ListenRequest(
             kind, interface, port, backlog=backlog, occurrence=occurrence
         )
@@ -414,12 +481,31 @@ class SharedPorts:
         try:
             return self._requestSocket(request)
         except CannotListenError:
+            self._forgetOccurrence(request)
             raise
         except Exception as e:
+            self._forgetOccurrence(request)
             where = request.path if request.kind == "unix" else request.interface
             raise CannotListenError(where, request.port, e) from None
 
-    def _start(self, port: Any) -> IListeningPort:
+    def _forgetOccurrence(self, request: ListenRequest) -> None:
+        if request.port == 0 and request.kind != "unix":
+            held = self._occurrences.get((request.kind, request.interface), set())
+            held.discard(request.occurrence)
+
+    def _start(self, port: Any, request: ListenRequest | None = None) -> IListeningPort:
+        if request is not None:
+            port.clusterRequest = request
+            port.onStop = self._stopped
         port.startListening()
         self.ports.append(port)
         return port
+
+    def _stopped(self, port: Any) -> None:
+        request = port.clusterRequest
+        if request is None or self.leaving or port not in self.ports:
+            return  # The cluster stopped it, or this worker is leaving.
+        self.ports.remove(port)
+        self._tcp = [(r, f) for r, f in self._tcp if r != request]
+        self._forgetOccurrence(request)
+        self._unlistened(request)
