@@ -401,3 +401,28 @@ def get_(port: int, path: str) -> str:
     from .support import get
 
     return get(port, path)
+
+
+def test_unixWantPIDSurvivesMasterKill(cluster, tmp_path: Path) -> None:
+    """
+    C{UNIXServer(wantPID=True)} takes a lock file as plain twistd does; after
+    the master is SIGKILLed, a new cluster breaks the stale lock, removes
+    the stale socket file, and serves.
+    """
+    from .support import ask, unix, workersAnswering
+
+    path = str(tmp_path / "app.sock")
+    env = {"LISTEN_STYLE": "UNIXServer-wantPID", "LISTEN_PATH": path}
+    first = cluster(APPS / "listen.tac", workers=2, env=env)
+    workersAnswering(unix(path), 2)
+    assert os.path.islink(path + ".lock")
+    assert os.readlink(path + ".lock") == str(first.pid)
+    first.kill()
+    assert os.path.exists(path)  # stale, as a SIGKILL leaves it
+    second = cluster(APPS / "listen.tac", workers=2, env=env)
+    workersAnswering(unix(path), 2)
+    assert os.readlink(path + ".lock") == str(second.pid)
+    assert ask(unix(path))
+    second.signal(signal.SIGTERM)
+    assert second.wait(20) == 0
+    assert not os.path.exists(path + ".lock") and not os.path.exists(path)

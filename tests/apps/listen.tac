@@ -58,6 +58,8 @@ if STYLE == "TCPServer":
     internet.TCPServer(PORT, factory, interface=here).setServiceParent(application)
 elif STYLE == "UNIXServer":
     internet.UNIXServer(PATH, factory).setServiceParent(application)
+elif STYLE == "UNIXServer-wantPID":
+    internet.UNIXServer(PATH, factory, wantPID=True).setServiceParent(application)
 elif STYLE == "SSLServer":
     internet.SSLServer(PORT, factory, tls(), interface=here).setServiceParent(application)
 elif STYLE == "UDPServer":

@@ -19,6 +19,7 @@ from typing import Any
 
 from twisted.internet.abstract import isIPv6Address
 from twisted.logger import Logger
+from twisted.python.lockfile import FilesystemLock
 
 from ..request import ListenRequest
 
@@ -171,6 +172,7 @@ class Listeners:
         self.scheduling = scheduling
         self._sockets: dict[tuple[object, ...], socket.socket] = {}
         self._paths: list[str] = []
+        self._locks: dict[str, FilesystemLock] = {}
         # Addresses bound ahead (before dropping privileges): one socket for
         # every slot, as another could not be bound now.
         self._bound: set[tuple[object, ...]] = set()
@@ -207,6 +209,13 @@ class Listeners:
             # Every slot binds the port the first one got (port 0 included).
             port = self.socketFor(request, 0).getsockname()[1]
             sock = bind(replace(request, port=port), reusePort=True)
+        elif request.kind == "unix" and request.wantPID:
+            self._lock(request)
+            try:
+                sock = bind(request)
+            except BindError:
+                self._unlock(request.path)
+                raise
         else:
             sock = bind(request, reusePort=perSlot)
         self._sockets[key] = sock
@@ -218,6 +227,24 @@ class Listeners:
             which=f" (slot {slot})" if perSlot else "",
         )
         return sock
+
+    def _lock(self, request: ListenRequest) -> None:
+        # As listenUNIX(wantPID=True): a lock file with the owner's pid; one
+        # a dead master left is broken, and its stale socket file removed.
+        lock = FilesystemLock(request.path + ".lock")
+        if not lock.lock():
+            raise BindError(
+                f"cannot listen on {request.describe()}: "
+                f"{request.path}.lock is held by a running process"
+            )
+        if not lock.clean:
+            _removeSocketFile(request.path)
+        self._locks[request.path] = lock
+
+    def _unlock(self, path: str) -> None:
+        lock = self._locks.pop(path, None)
+        if lock is not None:
+            lock.unlock()
 
     def __len__(self) -> int:
         return len(self._sockets)
@@ -248,6 +275,7 @@ class Listeners:
             if path in self._paths:
                 self._paths.remove(path)
                 _removeSocketFile(path)
+            self._unlock(path)
 
     def close(self) -> None:
         """
@@ -259,6 +287,8 @@ class Listeners:
         for path in self._paths:
             _removeSocketFile(path)
         self._paths.clear()
+        for path in list(self._locks):
+            self._unlock(path)
 
 
 def _removeSocketFile(path: str) -> None:
