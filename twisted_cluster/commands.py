@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import FirstError
+from twisted.internet.error import ConnectionClosed, ConnectionLost
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -310,6 +312,17 @@ class Channel(amp.AMP):
             # leaves the data buffered and the reactor, writing it next, meets
             # the same error and closes the connection as usual.
             transport.doWrite()
+
+
+def channelGone(failure: Failure) -> bool:
+    """
+    Whether C{failure} only says the channel closed (the other end is
+    going), however deep in a L{FirstError} it lies: no news, no log.
+    """
+    error: Any = failure.value
+    while isinstance(error, FirstError):
+        error = error.subFailure.value
+    return isinstance(error, ConnectionClosed | ConnectionLost)
 
 
 class ChannelFactory(Factory):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from .heap import freezeOnceServing, holdCollection
@@ -26,6 +27,8 @@ from .worker.logging import RELAY, STDOUT
 
 if TYPE_CHECKING:
     from .master.supervisor import ClusterService
+
+_log = Logger(namespace="twisted_cluster.tap")
 
 
 def usableCPUs() -> int:
@@ -411,18 +414,24 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 def installSignals(cluster: ClusterService, reactor: Any) -> None:
     """
     SIGHUP reloads, SIGTTIN and SIGTTOU add and remove a worker, SIGQUIT
-    stops at once (SIGTERM and SIGINT, the reactor's own, stop gracefully).
+    stops at once (SIGTERM and SIGINT, the reactor's own, stop gracefully);
+    SIGUSR2 is kept for upgrading the master, and does nothing yet.
     """
 
     def quit() -> None:
         cluster.stopNow()
         reactor.stop()
 
+    def notYet() -> None:
+        # Its default action would kill the master and orphan its workers.
+        _log.warn("SIGUSR2 (upgrading the master in place) is not supported yet")
+
     actions: dict[int, Callable[[], object]] = {
         signal.SIGHUP: cluster.reload,
         signal.SIGTTIN: cluster.scaleUp,
         signal.SIGTTOU: cluster.scaleDown,
         signal.SIGQUIT: quit,
+        signal.SIGUSR2: notYet,
     }
     for number, action in actions.items():
         signal.signal(number, _handler(reactor, action))

@@ -19,7 +19,13 @@ from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..commands import MAX_MESSAGE_ENV, MAX_MESSAGE_SIZE, STANDBY_ENV, WORKER_ID_ENV
+from ..commands import (
+    MAX_MESSAGE_ENV,
+    MAX_MESSAGE_SIZE,
+    STANDBY_ENV,
+    WORKER_ID_ENV,
+    channelGone,
+)
 from ..events import EventEmitter
 from ..request import ListenRequest
 from .listeners import BindError, Listeners
@@ -210,7 +216,7 @@ class Master(EventEmitter):
                 other.release(worker.slots[0]).addErrback(self._unheard, other)
 
     def _unheard(self, failure: Failure, worker: Worker) -> None:
-        if not worker.isDead():
+        if not worker.isDead() and not channelGone(failure):
             self._log.failure("Worker {id} did not answer", failure, id=worker.id)
 
     def _distribute(

@@ -12,7 +12,7 @@ from collections import deque
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone, ConnectionLost, ReactorNotRunning
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -40,6 +40,7 @@ from ..commands import (
     Start,
     Unlisten,
     boxLimit,
+    channelGone,
 )
 from ..events import EventEmitter
 from ..heap import freezeOnceServing
@@ -108,7 +109,14 @@ class WorkerChannel(Channel):
     def adopt(self, slot: int) -> Deferred[dict[str, Any]] | dict[str, Any]:
         if self._worker.isDisconnecting():
             return {}  # Leaving: the master finds another heir next time.
-        return self._worker.ports.adopt(slot).addCallback(lambda _: {})
+        return self._worker.ports.adopt(slot).addCallbacks(
+            lambda _: {}, self._adoptFailed
+        )
+
+    def _adoptFailed(self, failure: Failure) -> dict[str, Any] | Failure:
+        if channelGone(failure) or self._worker.isDisconnecting():
+            return {}  # This worker is going: nothing to tell.
+        return failure
 
     @Release.responder
     def release(self, slot: int) -> Deferred[dict[str, Any]]:
@@ -368,7 +376,7 @@ class ThisWorker(EventEmitter):
             pass  # Already stopping.
 
     def _unheard(self, failure: Failure) -> None:
-        if failure.check(ConnectionDone, ConnectionLost):
+        if channelGone(failure):
             return  # We are going: the master learns that from the channel.
         self._log.failure(
             "Worker {id}: the master did not take a notice", failure, id=self.id
