@@ -214,3 +214,25 @@ def test_privilegedPortWithoutBind(nobodyPython: Path, nobodyWorkdir: Path) -> N
         f"Permission denied (bind it before privileges are dropped: "
         f"--bind tcp:{port}:interface=127.0.0.1)"
     ], lines
+
+
+def test_unreadableApp(nobodyPython: Path, nobodyWorkdir: Path) -> None:
+    """
+    An app the user cannot read is one line and a non-zero exit, before any
+    worker starts.
+    """
+    app = nobodyWorkdir / "secret.tac"
+    shutil.copyfile(APPS / "web.tac", app)
+    app.chmod(0o000)
+    process = subprocess.run(
+        asNobody([twistdScript(nobodyPython), "-n", "--pidfile=", "--logfile=-"])
+        + ["cluster", "--app", str(app)],
+        cwd=nobodyWorkdir,
+        env=cleanEnviron(),
+        capture_output=True,
+        timeout=20,
+    )
+    assert process.returncode != 0
+    assert process.stderr.decode().strip().splitlines() == [
+        f"twistd cluster: --app {app}: Permission denied (see --help)"
+    ]

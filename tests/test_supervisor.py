@@ -370,3 +370,29 @@ def test_sparesDyingTurnSparesOff() -> None:
         h.reactor.advance(60)
     assert len(h.reactor.processes) == 5  # 2 workers, 3 spares, no more
     assert not h.fatal
+
+
+def test_workerThatNeverStartsIsKilled() -> None:
+    """
+    A worker whose app does not start within --timeout (a .tac that never
+    returns) is killed; as the first worker, the app cannot run.
+    """
+    h = Harness(count=1, limits=Limits(timeout=3.0, spares=0))
+    h.service.startService()
+    process = h.reactor.processes[0]
+    process.call(Online)
+    h.reactor.advance(2.9)
+    assert process.signals == []
+    h.reactor.advance(0.2)
+    assert process.signals == ["KILL"]
+    process.exit(signal="SIGKILL")
+    assert h.fatal == ["worker 1 did not start within 3s (--timeout)"]
+
+
+def test_startedWorkerIsNotKilledForBooting() -> None:
+    h = Harness(count=1, limits=Limits(timeout=3.0, spares=0))
+    h.service.startService()
+    process = h.reactor.processes[0]
+    h.boot(process)
+    h.reactor.advance(3.5)
+    assert "KILL" not in process.signals

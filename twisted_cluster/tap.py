@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import math
 import os
 import signal
 import sys
@@ -41,55 +42,53 @@ def usableCPUs() -> int:
         return os.cpu_count() or 1
 
 
-def wholeNumber(minimum: int) -> Callable[[str], int]:
+def quantity(
+    convert: Callable[[str], float], minimum: float, unit: str, above: bool = False
+) -> Callable[[str], Any]:
     """
-    An option's coercer: a whole number, at least C{minimum}.
+    An option's coercer: a finite number of C{unit} (C{convert} reads it),
+    at least C{minimum} (more than it, with C{above}).
     """
+    what = f"{unit}, {'more than' if above else 'at least'} {minimum:g}"
 
-    def coerce(value: str) -> int:
-        number = int(value)
-        if number < minimum:
-            raise ValueError(f"must be at least {minimum}, not {number}")
+    def coerce(value: str) -> float:
+        try:
+            number = convert(value)
+        except ValueError:
+            number = math.nan
+        ok = number > minimum if above else number >= minimum
+        if not ok or not math.isfinite(number):
+            raise ValueError(f"expected {what}, not {value!r}")
         return number
 
-    coerce.coerceDoc = f"A whole number, at least {minimum}."  # type: ignore[attr-defined]
+    coerce.coerceDoc = what[0].upper() + what[1:] + "."  # type: ignore[attr-defined]
     return coerce
 
 
-positiveInt = wholeNumber(1)
-nonNegativeInt = wholeNumber(0)
-
-
-def seconds(value: str) -> float:
-    number = float(value)
-    if not number >= 0:
-        raise ValueError(f"must be a number of seconds, at least 0, not {value}")
-    return number
-
-
-seconds.coerceDoc = "Seconds, at least 0."  # type: ignore[attr-defined]
+positiveInt = quantity(int, 1, "a whole number")
+nonNegativeInt = quantity(int, 0, "a whole number")
+seconds = quantity(float, 0, "seconds")
+megabytes = quantity(float, 0, "megabytes", above=True)
+nonNegativeMegabytes = quantity(float, 0, "megabytes")
 
 MEGABYTE = 1024 * 1024
 
 
-def megabytes(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise ValueError(f"must be a number of megabytes, more than 0, not {value}")
-    return number
+def _named(parameters: list[list[Any]]) -> list[list[Any]]:
+    # twistd says "Parameter type enforcement failed" and not which option.
+    def naming(option: str, coerce: Callable[[str], Any]) -> Callable[[str], Any]:
+        def named(value: str) -> Any:
+            try:
+                return coerce(value)
+            except ValueError as e:
+                raise ValueError(f"--{option}: {e}") from None
 
+        named.coerceDoc = getattr(coerce, "coerceDoc", "")  # type: ignore[attr-defined]
+        return named
 
-megabytes.coerceDoc = "Megabytes, more than 0."  # type: ignore[attr-defined]
-
-
-def nonNegativeMegabytes(value: str) -> float:
-    number = float(value)
-    if not number >= 0:
-        raise ValueError(f"must be a number of megabytes, at least 0, not {value}")
-    return number
-
-
-nonNegativeMegabytes.coerceDoc = "Megabytes, at least 0."  # type: ignore[attr-defined]
+    return [
+        [*p[:4], naming(p[0], p[4]), *p[5:]] if len(p) > 4 else p for p in parameters
+    ]
 
 
 class Options(usage.Options):
@@ -100,137 +99,143 @@ class Options(usage.Options):
         "listens on and hands the socket to each worker; it replaces workers "
         "that die."
     )
-    optParameters = [
-        ["app", "a", None, "The .tac file each worker runs (as twistd -y would)."],
+    optParameters = _named(
         [
-            "workers",
-            "w",
-            None,
-            "How many workers [default: the CPUs this process may use].",
-            positiveInt,
-        ],
-        [
-            "graceful-timeout",
-            None,
-            30.0,
-            "Seconds a stopping worker gets to finish its requests before it is "
-            "killed.",
-            seconds,
-        ],
-        [
-            "timeout",
-            "t",
-            30.0,
-            "Seconds a worker's reactor may go without answering a heartbeat "
-            "before the worker is killed and replaced (0: never).",
-            seconds,
-        ],
-        [
-            "max-age",
-            None,
-            0.0,
-            "Recycle each worker (gracefully, after starting its replacement) "
-            "after about this many seconds (0: never).",
-            seconds,
-        ],
-        [
-            "max-memory",
-            None,
-            0.0,
-            "Recycle a worker whose resident set exceeds this many megabytes "
-            "(0: no limit).",
-            nonNegativeMegabytes,
-        ],
-        [
-            "spares",
-            None,
-            1,
-            "Warm spare workers: loaded and waiting, each replaces a dead worker "
-            "(or adds one) in moments.",
-            nonNegativeInt,
-        ],
-        [
-            "scheduling",
-            None,
-            "reuseport",
-            "How connections reach workers: reuseport (a socket per worker, "
-            "balanced by the kernel; Linux), roundrobin (the master hands each "
-            "to the least busy worker) or shared (one socket).",
-        ],
-        [
-            "reload-batch",
-            None,
-            1,
-            "Workers a SIGHUP reload replaces at a time.",
-            positiveInt,
-        ],
-        [
-            "restart-delay",
-            None,
-            0.1,
-            "Seconds before restarting a worker that crashed soon after starting; "
-            "doubles with each such crash in a row.",
-            seconds,
-        ],
-        ["max-restart-delay", None, 30.0, "The longest restart delay.", seconds],
-        [
-            "stable-after",
-            None,
-            10.0,
-            "Seconds up after which a worker's crash is replaced at once and the "
-            "restart delay starts again.",
-            seconds,
-        ],
-        [
-            "max-boot-failures",
-            None,
-            5,
-            "Replacements in a row that may fail to start before the master gives up.",
-            positiveInt,
-        ],
-        [
-            "max-message-size",
-            None,
-            MAX_MESSAGE_SIZE / MEGABYTE,
-            "The largest message either way, in megabytes of JSON; a worker "
-            "that sends more is cut off and replaced.",
-            megabytes,
-        ],
-        [
-            "master-hook",
-            None,
-            None,
-            "package.module:function, called in the master with the cluster "
-            "module (to handle worker events and messages).",
-        ],
-    ]
+            ["app", "a", None, "The .tac file each worker runs (as twistd -y would)."],
+            [
+                "workers",
+                "w",
+                None,
+                "How many workers [default: the CPUs this process may use].",
+                positiveInt,
+            ],
+            [
+                "graceful-timeout",
+                None,
+                30.0,
+                "Seconds a stopping worker gets to finish its requests before it is "
+                "killed.",
+                seconds,
+            ],
+            [
+                "timeout",
+                "t",
+                30.0,
+                "Seconds a worker's reactor may go without answering a heartbeat "
+                "before the worker is killed and replaced (0: never).",
+                seconds,
+            ],
+            [
+                "max-age",
+                None,
+                0.0,
+                "Recycle each worker (gracefully, after starting its replacement) "
+                "after about this many seconds (0: never).",
+                seconds,
+            ],
+            [
+                "max-memory",
+                None,
+                0.0,
+                "Recycle a worker whose resident set exceeds this many megabytes "
+                "(0: no limit).",
+                nonNegativeMegabytes,
+            ],
+            [
+                "spares",
+                None,
+                1,
+                "Warm spare workers: loaded and waiting, each replaces a dead worker "
+                "(or adds one) in moments.",
+                nonNegativeInt,
+            ],
+            [
+                "scheduling",
+                None,
+                "reuseport",
+                "How connections reach workers: reuseport (a socket per worker, "
+                "balanced by the kernel; Linux), roundrobin (the master hands each "
+                "to the least busy worker) or shared (one socket).",
+            ],
+            [
+                "reload-batch",
+                None,
+                1,
+                "Workers a SIGHUP reload replaces at a time.",
+                positiveInt,
+            ],
+            [
+                "restart-delay",
+                None,
+                0.1,
+                "Seconds before restarting a worker that crashed soon after starting; "
+                "doubles with each such crash in a row.",
+                seconds,
+            ],
+            ["max-restart-delay", None, 30.0, "The longest restart delay.", seconds],
+            [
+                "stable-after",
+                None,
+                10.0,
+                "Seconds up after which a worker's crash is replaced at once and the "
+                "restart delay starts again.",
+                seconds,
+            ],
+            [
+                "max-boot-failures",
+                None,
+                5,
+                "Replacements in a row that may fail to start before the master "
+                "gives up.",
+                positiveInt,
+            ],
+            [
+                "max-message-size",
+                None,
+                MAX_MESSAGE_SIZE / MEGABYTE,
+                "The largest message either way, in megabytes of JSON; a worker "
+                "that sends more is cut off and replaced.",
+                megabytes,
+            ],
+            [
+                "master-hook",
+                None,
+                None,
+                "package.module:function, called in the master with the cluster "
+                "module (to handle worker events and messages).",
+            ],
+        ]
+    )
 
     def __init__(self) -> None:
         super().__init__()
         self["bind"] = []
 
     def opt_bind(self, endpoint: str) -> None:
-        """
-        Bind this address (tcp:80, ssl:443:interface=10.0.0.1, udp:53,
-        unix:/run/app.sock) before twistd drops privileges (--uid/--gid), for
-        the app's listen on it; repeatable.
-        """
         try:
             self["bind"].append(parseBind(endpoint))
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+
+    # One line: usage.Options would keep a docstring's indentation.
+    opt_bind.__doc__ = (
+        "Bind this address (tcp:80, ssl:443:interface=10.0.0.1, udp:53, "
+        "unix:/run/app.sock) before twistd drops privileges (--uid/--gid), for "
+        "the app to listen on; repeatable."
+    )
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         # A mistake gets one line, not twistd's whole usage text above it.
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
-            raise SystemExit(f"twistd cluster: {e} (see --help)") from None
+            why = str(e).removeprefix("Parameter type enforcement failed: ")
+            raise SystemExit(f"twistd cluster: {why} (see --help)") from None
 
     def postOptions(self) -> None:
         if not self["app"]:
             raise usage.UsageError("--app is required: the .tac file to run")
-        self["app"] = os.path.abspath(self["app"])
+        self["app"] = checkApp(self["app"])
         if self["workers"] is None:
             self["workers"] = usableCPUs()
         if self["scheduling"] not in SCHEDULING:
@@ -238,6 +243,24 @@ class Options(usage.Options):
             raise usage.UsageError(f"--scheduling must be one of {choices}")
         if self["master-hook"]:
             self["master-hook"] = loadHook(self["master-hook"])
+
+
+def checkApp(path: str) -> str:
+    """
+    The absolute path of the C{.tac} file C{path}, which must be a file this
+    process can read.
+
+    @raise usage.UsageError: saying why it cannot be the app.
+    """
+    app = os.path.abspath(path)
+    if os.path.isdir(app):
+        raise usage.UsageError(f"--app {path}: is a directory, not a .tac file")
+    try:
+        with open(app, "rb"):
+            pass
+    except OSError as e:
+        raise usage.UsageError(f"--app {path}: {e.strerror or e}") from None
+    return app
 
 
 def workerLogTarget(runner: Any) -> str:

@@ -334,6 +334,7 @@ class ClusterService(Service):
             return succeed(False)
         fate: Deferred[bool] = Deferred()
         self._candidates[new.id] = fate
+        self._watchBoot(new)
         self._log.info(
             "Worker {new} starting to replace worker {old} ({why})",
             new=new.id,
@@ -423,6 +424,23 @@ class ClusterService(Service):
                 return
         self._failures[worker.id] = failures
         self._bootFailures[worker.id] = bootFailures
+        self._watchBoot(worker)
+
+    def _watchBoot(self, worker: Worker) -> None:
+        # A worker whose app never finishes loading (a .tac stuck in a loop)
+        # is hung too, before it could answer heartbeats.
+        if self.limits.timeout:
+            self._later(worker.id, self.limits.timeout, self._bootHangs, worker)
+
+    def _bootHangs(self, worker: Worker) -> None:
+        if worker.id in self._upSince or worker.isDead():
+            return
+        worker.bootError = (
+            f"worker {worker.id} did not start within {self.limits.timeout:g}s "
+            "(--timeout)"
+        )
+        self._log.error("{reason}; killing it", reason=worker.bootError)
+        worker.kill("SIGKILL")
 
     def _workerReady(self, worker: Worker) -> None:
         self._everUp = True
