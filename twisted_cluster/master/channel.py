@@ -41,9 +41,6 @@ from .listeners import BindError
 if TYPE_CHECKING:
     from .process import Worker
 
-REFUSED = b"REFUSED"
-"""The error code of an answer to a command the master would not take."""
-
 
 class MasterChannel(Channel):
     """
@@ -84,20 +81,21 @@ class MasterChannel(Channel):
         responder = super().locateResponder(name)
         if responder is None:
             self.breach(f"sent an unknown command {name[:64]!r}")
-            return None
+            return _ignore
 
         def guarded(box: amp.AmpBox) -> Any:
             return maybeDeferred(responder, box).addErrback(self._refused, name)
 
         return guarded
 
-    def _refused(self, failure: Failure, name: bytes) -> Failure:
+    def _refused(self, failure: Failure, name: bytes) -> amp.AmpBox | Failure:
         if failure.check(amp.RemoteAmpError):
             return failure  # One of the command's own errors, for the worker.
         error: Any = failure.value
         self.breach(f"sent a {name[:64]!r} the master cannot take: {_oneLine(error)}")
-        # Answered as refused rather than left to AMP, which would log it.
-        return Failure(amp.RemoteAmpError(REFUSED, "refused", local=failure))
+        # The connection is being cut: an answer rather than an error, which
+        # AMP would log.
+        return amp.AmpBox()
 
     # The commands
 
@@ -176,6 +174,10 @@ class _ReadingFollowsWriting:
 
     def stopProducing(self) -> None:
         pass
+
+
+def _ignore(box: amp.AmpBox) -> amp.AmpBox:
+    return amp.AmpBox()
 
 
 def _oneLine(e: BaseException) -> str:

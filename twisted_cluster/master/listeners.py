@@ -187,6 +187,17 @@ class Listeners:
         self._bound.add(request.key)
         return self.socketFor(request, 0)
 
+    def perSlot(self, request: ListenRequest) -> bool:
+        """
+        Whether each worker slot has a socket of its own for C{request}'s
+        address; else every worker shares one.
+        """
+        return (
+            self.scheduling == "reuseport"
+            and request.kind == "tcp"
+            and request.key not in self._bound
+        )
+
     def socketFor(self, request: ListenRequest, slot: int = 0) -> socket.socket:
         """
         The socket for C{request} in worker slot C{slot}, bound now if this
@@ -194,11 +205,7 @@ class Listeners:
 
         @raise BindError: if it cannot be bound.
         """
-        perSlot = (
-            self.scheduling == "reuseport"
-            and request.kind == "tcp"
-            and request.key not in self._bound
-        )
+        perSlot = self.perSlot(request)
         if not perSlot:
             slot = 0
         key = (*request.key, slot)

@@ -256,8 +256,9 @@ class Master(EventEmitter):
             if w is not worker and w.listensOn(request.key)
         ]
         served = {slot for w in others for slot in w.slots}
+        mine = set(worker.slots) if self.listeners.perSlot(request) else set()
         for slot, sock in self.listeners.sockets(request).items():
-            if not others or (slot in worker.slots and slot not in served):
+            if not others or (slot in mine and slot not in served):
                 self._roundRobin.drop(sock)
                 self.listeners.closeSocket(request, slot)
             else:

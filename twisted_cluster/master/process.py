@@ -81,6 +81,8 @@ class Worker(EventEmitter):
         C{.tac} bootstrap says so).
     @ivar openConnections: how many of the connections round robin handed it
         are open, as far as the master knows.
+    @ivar brokeRules: how it broke the channel's rules, if it did (it was
+        killed for it).
     """
 
     _log = Logger()
@@ -112,6 +114,7 @@ class Worker(EventEmitter):
         self._deathWaiters: list[Deferred[Worker]] = []
         self._listens: set[tuple[object, ...]] = set()
         self._orphaned: IDelayedCall | None = None
+        self.brokeRules: str | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} pid={self.pid} state={self.state}>"
@@ -343,6 +346,7 @@ class Worker(EventEmitter):
         return key in self._listens
 
     def _breached(self, why: str) -> None:
+        self.brokeRules = why
         self._log.error(
             "Worker {id} (pid {pid}) {why}; killing it",
             id=self.id,
@@ -354,7 +358,8 @@ class Worker(EventEmitter):
     def _channelLost(self) -> None:
         self._channel = None
         self._lifecycle.channelLost()
-        if self.exitCode is None and self.signal is None and self.process is not None:
+        alive = self.exitCode is None and self.signal is None
+        if alive and self.process is not None and self.brokeRules is None:
             # A worker exits when its channel goes; one that does not cannot
             # be supervised.
             clock: Any = self._master._reactor
