@@ -200,7 +200,7 @@ class Master(EventEmitter):
                 continue
             heir = min(stayers, key=lambda w: len(w.slots))
             adoptions.append(heir.adopt(slot))
-        return gatherResults(adoptions).addCallback(lambda _: None)
+        return gatherResults(adoptions, consumeErrors=True).addCallback(lambda _: None)
 
     def spare(self, env: Mapping[str, str] | None = None) -> Worker:
         """
