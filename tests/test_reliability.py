@@ -251,6 +251,7 @@ ATTACKS = {
     "bad-json": "sent a b'Message' the master cannot take: JSONDecodeError",
     "bad-slot": "asked for the sockets of slot 57, not its own",
     "cut-box": "Worker 1 (pid",
+    "unread": "has not answered heartbeats",
 }
 
 
@@ -270,10 +271,11 @@ def test_hostileWorker(cluster, tmp_path: Path, attack: str) -> None:
         APPS / "hostile.tac",
         workers=2,
         env={"PORT": str(port), "ATTACK": attack},
-        args=["--restart-delay", "0"],
+        args=["--restart-delay", "0", "--timeout", "3"],
     )
     waitFor(lambda: c.log().count("is listening on") >= 2, what="two workers")
     before = openDescriptors(c.pid)
+    start = residentMB(c.pid)
     peak = [0.0]
     done = threading.Event()
 
@@ -298,6 +300,9 @@ def test_hostileWorker(cluster, tmp_path: Path, attack: str) -> None:
     assert ATTACKS[attack] in log, log[-3000:]
     print(f"{attack}: master peaked at {peak[0]:.1f} MB")
     assert peak[0] < 100, f"master peaked at {peak[0]:.0f} MB"
+    if attack == "unread":
+        # It cannot make the master queue answers: reading stops with writing.
+        assert peak[0] - start < 4, f"master grew from {start:.1f} MB"
     assert "Traceback" not in log, log[-3000:]
     assert "Unhandled" not in log
     # Every worker still answers; the master holds what it held before.

@@ -10,6 +10,7 @@ its own channel to the master once it has started, as ATTACK says:
     bad-json      a Message whose batch is not JSON
     bad-slot      a Listen for slot 57, which it was never given
     cut-box       half a box, then it exits
+    unread        commands as fast as it can, never reading the answers
 
 Everything is written from a thread on a blocking copy of the channel, as
 fast as the master reads.
@@ -66,13 +67,20 @@ def attack(channel):
         request = b'{"kind":"tcp","interface":"127.0.0.1","port":0,"path":"",'
         request += b'"backlog":50,"mode":438,"occurrence":0,"wantPID":false}'
         write(box(_command=b"Listen", _ask=b"1", request=request, slot=b"57"))
+    elif ATTACK == "unread":
+        online = box(_command=b"Online", _ask=b"1")
+        while True:
+            write(online * 1000)
     elif ATTACK == "cut-box":
         write(pair(b"_command", b"Message") + pair(b"_ask", b"1") + b"\0\x05ba")
         os._exit(3)
 
 
 def start():
-    fd = os.dup(cluster.worker._channel.transport.fileno())
+    transport = cluster.worker._channel.transport
+    if ATTACK == "unread":
+        transport.stopReading()
+    fd = os.dup(transport.fileno())
     channel = socket.socket(fileno=fd)
     channel.setblocking(True)
     thread = threading.Thread(target=lambda: _run(channel), daemon=True)
