@@ -95,13 +95,13 @@ def test_noApp(tmp_path: Path) -> None:
 
 def test_tacThatNeverReturns(tmp_path: Path) -> None:
     """
-    A .tac that loops forever while loading is killed at --timeout; the
+    A .tac that loops forever while loading is killed at --boot-timeout; the
     master says so in one line and exits non-zero.
     """
     app = tmp_path / "loop.tac"
     app.write_text("while True:\n    pass\n")
     code, output = run(
-        ["--app", str(app), "--workers", "1", "--spares", "0", "--timeout", "2"],
+        ["--app", str(app), "--workers", "1", "--spares", "0", "--boot-timeout", "2"],
         tmp_path,
         timeout=20,
     )
@@ -109,7 +109,9 @@ def test_tacThatNeverReturns(tmp_path: Path) -> None:
     errors = [
         line for line in output.splitlines() if line.startswith("twisted-cluster")
     ]
-    assert errors == ["twisted-cluster: worker 1 did not start within 2s (--timeout)"]
+    assert errors == [
+        "twisted-cluster: worker 1 did not start within 2s (--boot-timeout)"
+    ]
 
 
 def test_addressInUse(tmp_path: Path) -> None:

@@ -92,3 +92,36 @@ def test_leastBusyFirstInTurnAmongEquals() -> None:
     for s in clients:
         s.close()
     listening.close()
+
+
+def test_heldWhileNoWorkerTakesThem() -> None:
+    """
+    A connection no subscriber can take (each refuses, or is going) is held,
+    not dropped, and the master stops accepting; the next worker to
+    subscribe gets it, and accepting resumes.
+    """
+    reactor = MemoryReactor()
+    listening = listeningSocket()
+    going = FakeWorker("going", refuse=True)
+    available = {going: True}
+    distributor = Distributor(reactor, listening, 7, lambda w: available[w])
+    distributor.subscribe(going)  # type: ignore[arg-type]
+    client = socket.create_connection(listening.getsockname())
+    distributor.doRead()  # going refuses it: no one else
+    assert distributor not in reactor.getReaders()
+    late = socket.create_connection(listening.getsockname())
+    fresh = FakeWorker("fresh")
+    available[fresh] = True
+    distributor.subscribe(fresh)  # type: ignore[arg-type]
+    assert fresh.got == [7]  # the one held
+    assert distributor in reactor.getReaders()
+    distributor.doRead()
+    assert fresh.got == [7, 7]  # and the one the backlog kept
+    available[fresh] = False  # retiring
+    other = socket.create_connection(listening.getsockname())
+    distributor.doRead()
+    assert fresh.got == [7, 7] and distributor not in reactor.getReaders()
+    for s in (client, late, other):
+        s.close()
+    distributor.close()
+    listening.close()

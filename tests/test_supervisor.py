@@ -374,10 +374,10 @@ def test_sparesDyingTurnSparesOff() -> None:
 
 def test_workerThatNeverStartsIsKilled() -> None:
     """
-    A worker whose app does not start within --timeout (a .tac that never
+    A worker whose app does not start within --boot-timeout (a .tac that never
     returns) is killed; as the first worker, the app cannot run.
     """
-    h = Harness(count=1, limits=Limits(timeout=3.0, spares=0))
+    h = Harness(count=1, limits=Limits(bootTimeout=3.0, spares=0))
     h.service.startService()
     process = h.reactor.processes[0]
     process.call(Online)
@@ -386,13 +386,72 @@ def test_workerThatNeverStartsIsKilled() -> None:
     h.reactor.advance(0.2)
     assert process.signals == ["KILL"]
     process.exit(signal="SIGKILL")
-    assert h.fatal == ["worker 1 did not start within 3s (--timeout)"]
+    assert h.fatal == ["worker 1 did not start within 3s (--boot-timeout)"]
 
 
 def test_startedWorkerIsNotKilledForBooting() -> None:
-    h = Harness(count=1, limits=Limits(timeout=3.0, spares=0))
+    h = Harness(count=1, limits=Limits(bootTimeout=3.0, spares=0))
     h.service.startService()
     process = h.reactor.processes[0]
     h.boot(process)
     h.reactor.advance(3.5)
     assert "KILL" not in process.signals
+
+
+def test_droppedSpareThatIgnoresSIGTERMIsKilled() -> None:
+    """
+    A spare a reload drops gets SIGTERM, and SIGKILL 5 s later if it is
+    still there (a stopped process does not act on SIGTERM).
+    """
+    h = Harness(limits=Limits(timeout=0, spares=1))
+    bootAll(h)
+    spare = h.reactor.processes[2]
+    h.service.reload()
+    assert spare.signals == ["TERM"]
+    h.reactor.advance(5.0)
+    assert spare.signals == ["TERM", "KILL"]
+
+
+def test_reloadDoesNotSpareAHungWorker() -> None:
+    """
+    A reload neither picks a hung worker to replace nor cancels the kill
+    that is coming to it.
+    """
+    h = Harness(limits=Limits(timeout=3.0, killGrace=5.0, spares=0))
+    bootAll(h)
+    run(h, h.policy.stableAfter)
+    stuck = h.reactor.processes[0]
+    stuck.peer.hung = True
+    run(h, 5.0)
+    assert stuck.signals == ["ABRT"]
+    h.service.reload()
+    run(h, 5.0)
+    assert stuck.signals == ["ABRT", "KILL"]
+    assert "Disconnect" not in stuck.peer.received
+
+
+def test_workerDyingDuringItsReplacementIsNotReplacedTwice() -> None:
+    """
+    A worker that dies while a reload's replacement for it is starting is
+    replaced by that one alone: the cluster keeps its count.
+    """
+    h = Harness(limits=Limits(timeout=0, spares=0))
+    bootAll(h)
+    run(h, h.policy.stableAfter)
+    h.service.reload()
+    h.reactor.advance(0)
+    first, candidate = h.reactor.processes[0], h.reactor.processes[2]
+    first.exit(signal="SIGKILL")
+    run(h, 1.0)
+    assert len(h.reactor.processes) == 3  # no crash replacement besides
+    h.boot(candidate)
+    run(h, 1.0)
+    second = h.reactor.processes[3]  # the reload goes on with the other one
+    h.boot(second)
+    run(h, 1.0)
+    old = h.reactor.processes[1]
+    assert "Disconnect" in old.peer.received
+    old.exit(code=0)
+    run(h, 1.0)
+    assert len(h.reactor.processes) == 4
+    assert h.reactor.live == [candidate, second]

@@ -126,6 +126,14 @@ class Options(usage.Options):
                 seconds,
             ],
             [
+                "boot-timeout",
+                None,
+                60.0,
+                "Seconds a new worker's app may take to start before the worker "
+                "is killed (0: never).",
+                seconds,
+            ],
+            [
                 "max-age",
                 None,
                 0.0,
@@ -411,6 +419,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     limits = Limits(
         gracefulTimeout=options["graceful-timeout"],
         timeout=options["timeout"],
+        bootTimeout=options["boot-timeout"],
         maxAge=options["max-age"],
         maxMemory=options["max-memory"],
         reloadBatch=options["reload-batch"],

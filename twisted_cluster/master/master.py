@@ -271,4 +271,4 @@ class Master(EventEmitter):
 
 
 def _takesConnections(worker: Worker) -> bool:
-    return worker.isConnected() and not worker.exitedAfterDisconnect
+    return worker.isConnected() and not worker.exitedAfterDisconnect and not worker.hung

@@ -83,6 +83,8 @@ class Worker(EventEmitter):
         are open, as far as the master knows.
     @ivar brokeRules: how it broke the channel's rules, if it did (it was
         killed for it).
+    @ivar hung: whether its reactor stopped answering heartbeats (it is
+        being killed).
     """
 
     _log = Logger()
@@ -115,6 +117,7 @@ class Worker(EventEmitter):
         self._listens: set[tuple[object, ...]] = set()
         self._orphaned: IDelayedCall | None = None
         self.brokeRules: str | None = None
+        self.hung = False
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} pid={self.pid} state={self.state}>"

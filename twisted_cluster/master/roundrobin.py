@@ -51,26 +51,41 @@ class Distributor:
         self._subscribers: list[Worker] = []
         self._next = 0
         self._reading = False
+        self._held: list[socket.socket] = []
 
     def subscribe(self, worker: Worker) -> None:
         if worker not in self._subscribers:
             self._subscribers.append(worker)
         self._update()
+        held, self._held = self._held, []
+        for connection in held:
+            self._dispatch(connection, [])
 
     def unsubscribe(self, worker: Worker) -> None:
         if worker in self._subscribers:
             self._subscribers.remove(worker)
         self._update()
 
-    def _update(self) -> None:
+    def _update(self, want: bool | None = None) -> None:
         # Accept only while someone can take connections: the rest wait in
         # the kernel's backlog, not in the master.
-        want = bool(self._subscribers)
+        if want is None:
+            want = any(map(self._available, self._subscribers))
         if want and not self._reading:
             self._reactor.addReader(self)
         elif not want and self._reading:
             self._reactor.removeReader(self)
         self._reading = want
+
+    def close(self) -> None:
+        """
+        Stop accepting, and close what no worker took.
+        """
+        for worker in list(self._subscribers):
+            self.unsubscribe(worker)
+        held, self._held = self._held, []
+        for connection in held:
+            connection.close()
 
     def fileno(self) -> int:
         return self._socket.fileno()
@@ -83,6 +98,9 @@ class Distributor:
 
     def doRead(self) -> None:
         for _ in range(ACCEPTS_PER_READ):
+            if not any(map(self._available, self._subscribers)):
+                self._update(False)  # Until a worker subscribes again.
+                return
             try:
                 connection, _ = self._socket.accept()
             except (BlockingIOError, InterruptedError):
@@ -110,8 +128,10 @@ class Distributor:
     def _dispatch(self, connection: socket.socket, tried: list[Worker]) -> None:
         worker = self._pick(tried)
         if worker is None:
-            self._log.warn("No worker takes connections now; one was dropped")
-            connection.close()
+            # Every subscriber has gone or is going: keep it for the next
+            # worker that listens, as the backlog keeps the rest.
+            self._held.append(connection)
+            self._update(False)
             return
 
         # Counted now, not when the worker answers: the next connection of
@@ -172,11 +192,9 @@ class RoundRobin:
         """
         distributor = self._distributors.pop(sock.fileno(), None)
         if distributor is not None:
-            for worker in list(distributor._subscribers):
-                distributor.unsubscribe(worker)
+            distributor.close()
 
     def close(self) -> None:
         for distributor in self._distributors.values():
-            for worker in list(distributor._subscribers):
-                distributor.unsubscribe(worker)
+            distributor.close()
         self._distributors.clear()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 if TYPE_CHECKING:
@@ -18,9 +18,17 @@ if TYPE_CHECKING:
 FAILURES = 3
 """Spares dying unused this many times in a row turn spares off."""
 
+KILL_GRACE = 5.0
+"""Seconds a spare told to stop gets before it is killed."""
+
 REFILL_DELAY = 1.0
 """Seconds after a spare is taken before the next one starts (the taken
 one gets the CPU first)."""
+
+
+def _cancel(_: object, call: IDelayedCall) -> None:
+    if call.active():
+        call.cancel()
 
 
 class Spares:
@@ -90,6 +98,9 @@ class Spares:
             self._log.info("Stopping spare worker {id} ({why})", id=spare.id, why=why)
             self._dropped.add(spare.id)
             spare.kill("SIGTERM")
+            # A stopped (SIGSTOP) or stuck spare does not act on SIGTERM.
+            killer = self._reactor.callLater(KILL_GRACE, spare.kill, "SIGKILL")
+            spare.whenDead().addCallback(_cancel, killer)
 
     def workerUp(self) -> None:
         """

@@ -35,6 +35,8 @@ class Limits:
         it has before it is killed.
     @ivar timeout: seconds without a heartbeat answer after which a worker is
         taken for hung (0: never).
+    @ivar bootTimeout: seconds a new worker's app may take to start before
+        the worker is taken for hung (0: never).
     @ivar maxAge: seconds after which a worker is recycled (0: never).
     @ivar maxMemory: resident megabytes above which a worker is recycled
         (0: no limit).
@@ -50,6 +52,7 @@ class Limits:
 
     gracefulTimeout: float = 30.0
     timeout: float = 30.0
+    bootTimeout: float = 60.0
     maxAge: float = 0.0
     maxMemory: float = 0.0
     jitter: float = 0.1
@@ -79,6 +82,8 @@ _TRANSITIONS = {
     State.stopping: set(),
     State.failed: {State.stopping},
 }
+
+_ENDING = (State.stopping, State.failed)
 
 FLAPPING = (5, 10.0)
 
@@ -128,10 +133,13 @@ class ClusterService(Service):
         self._crashes: deque[float] = deque(maxlen=FLAPPING[0])
         self._pendingRestarts: list[IDelayedCall] = []
         self._timers: dict[int, list[IDelayedCall]] = {}
+        self._bootTimers: dict[int, IDelayedCall] = {}
         # Workers being replaced or removed on purpose: their death is no crash.
         self._retiring: set[int] = set()
         # Replacements not yet up, and the Deferred their fate fires.
         self._candidates: dict[int, Deferred[bool]] = {}
+        # Workers a candidate is starting to replace: the id of the candidate.
+        self._replacing: dict[int, int] = {}
         self._recycling: set[int] = set()
         self._immediate = False
         self._spares = Spares(
@@ -319,7 +327,7 @@ class ClusterService(Service):
         return [
             w
             for w in self.master.workers.values()
-            if w.id in self._upSince and w.id not in self._retiring
+            if w.id in self._upSince and w.id not in self._retiring and not w.hung
         ]
 
     def _replace(self, old: Worker, why: str) -> Deferred[bool]:
@@ -334,6 +342,7 @@ class ClusterService(Service):
             return succeed(False)
         fate: Deferred[bool] = Deferred()
         self._candidates[new.id] = fate
+        self._replacing[old.id] = new.id
         self._watchBoot(new)
         self._log.info(
             "Worker {new} starting to replace worker {old} ({why})",
@@ -343,15 +352,19 @@ class ClusterService(Service):
         )
 
         def decided(up: bool) -> bool:
+            self._replacing.pop(old.id, None)
             if up:
                 self._retire(old, why)
-            else:
-                reason = new.bootError or f"worker {new.id} exited before it started"
-                self._log.error(
-                    "Replacement worker {new} could not start: {reason}",
-                    new=new.id,
-                    reason=reason,
-                )
+                return up
+            reason = new.bootError or f"worker {new.id} exited before it started"
+            self._log.error(
+                "Replacement worker {new} could not start: {reason}",
+                new=new.id,
+                reason=reason,
+            )
+            if old.isDead() and self.running and self.state not in _ENDING:
+                # It died waiting for this one: start another, as after a crash.
+                self._restartLater(failures=1, bootFailures=1)
             return up
 
         return fate.addCallback(decided)
@@ -396,9 +409,14 @@ class ClusterService(Service):
             pid=worker.pid,
             silent=silent,
         )
-        # From now on its death is a crash, to be replaced as usual.
+        # From now on its death is a crash, to be replaced as usual; retiring
+        # it (a reload's) does not cancel this kill.
+        worker.hung = True
         worker.kill("SIGABRT")
-        self._later(worker.id, self.limits.killGrace, worker.kill, "SIGKILL")
+        killer = self._reactor.callLater(self.limits.killGrace, worker.kill, "SIGKILL")
+        worker.whenDead().addCallback(
+            lambda _: killer.cancel() if killer.active() else None
+        )
 
     def _later(
         self, workerId: int, delay: float, f: Callable[..., object], *a: object
@@ -429,20 +447,28 @@ class ClusterService(Service):
     def _watchBoot(self, worker: Worker) -> None:
         # A worker whose app never finishes loading (a .tac stuck in a loop)
         # is hung too, before it could answer heartbeats.
-        if self.limits.timeout:
-            self._later(worker.id, self.limits.timeout, self._bootHangs, worker)
+        if self.limits.bootTimeout:
+            timer = self._reactor.callLater(
+                self.limits.bootTimeout, self._bootHangs, worker
+            )
+            self._bootTimers[worker.id] = timer
+
+    def _stopWatchingBoot(self, worker: Worker) -> None:
+        timer = self._bootTimers.pop(worker.id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def _bootHangs(self, worker: Worker) -> None:
-        if worker.id in self._upSince or worker.isDead():
-            return
+        self._bootTimers.pop(worker.id, None)
         worker.bootError = (
-            f"worker {worker.id} did not start within {self.limits.timeout:g}s "
-            "(--timeout)"
+            f"worker {worker.id} did not start within {self.limits.bootTimeout:g}s "
+            "(--boot-timeout)"
         )
         self._log.error("{reason}; killing it", reason=worker.bootError)
         worker.kill("SIGKILL")
 
     def _workerReady(self, worker: Worker) -> None:
+        self._stopWatchingBoot(worker)
         self._everUp = True
         now = self._reactor.seconds()
         self._upSince[worker.id] = now
@@ -467,6 +493,7 @@ class ClusterService(Service):
         failures = self._failures.pop(worker.id, 0)
         bootFailures = self._bootFailures.pop(worker.id, 0)
         self._watchdog.gone(worker)
+        self._stopWatchingBoot(worker)
         self._recycling.discard(worker.id)
         self._cancelTimers(worker.id)
         retired = worker.id in self._retiring
@@ -478,7 +505,16 @@ class ClusterService(Service):
         if fate is not None:
             fate.callback(False)
             return
-        if not self.running or self.state in (State.stopping, State.failed) or retired:
+        if not self.running or self.state in _ENDING or retired:
+            return
+        if worker.id in self._replacing:
+            self._log.warn(
+                "Worker {id} (pid {pid}) died; worker {new}, already starting, "
+                "replaces it",
+                id=worker.id,
+                pid=worker.pid,
+                new=self._replacing[worker.id],
+            )
             return
         how = f"was killed by {signal}" if signal else f"exited with code {exitCode}"
         if upSince is None:
@@ -514,8 +550,15 @@ class ClusterService(Service):
         if delay <= 0:
             self._fork(failures, bootFailures)
         else:
-            call = self._reactor.callLater(delay, self._restart, failures, bootFailures)
-            self._pendingRestarts.append(call)
+            self._restartLater(failures, bootFailures, delay)
+
+    def _restartLater(
+        self, failures: int, bootFailures: int, delay: float | None = None
+    ) -> None:
+        if delay is None:
+            delay = self.policy.delay(failures)
+        call = self._reactor.callLater(delay, self._restart, failures, bootFailures)
+        self._pendingRestarts.append(call)
 
     def _restart(self, failures: int, bootFailures: int) -> None:
         self._pendingRestarts = [c for c in self._pendingRestarts if c.active()]

@@ -306,6 +306,7 @@ class SharedPorts:
         self._occurrences: dict[tuple[str, str], set[int]] = {}
         self._tcp: list[tuple[ListenRequest, ServerFactory]] = []
         self._slots: dict[int, list[IListeningPort]] = {}
+        self._released: list[IListeningPort] = []
         self._own: dict[str, Callable[..., IListeningPort]] = {}
         self.roundRobin: dict[int, _RoundRobinPort] = {}
         self.ports: list[IListeningPort] = []
@@ -399,10 +400,19 @@ class SharedPorts:
         for port in ports:
             if port in self.ports:
                 self.ports.remove(port)
+        # What they accepted goes on here, and is drained when this one leaves.
+        for port in ports:
+            if isinstance(port, _SharedTCPPort):
+                self._released.append(port)
+                port.whenIdle().addCallback(self._forgetReleased, port)
         stopped = [port.stopListening() for port in ports]
         return DeferredList([d for d in stopped if d is not None]).addCallback(
             lambda _: None
         )
+
+    def _forgetReleased(self, _: object, port: IListeningPort) -> None:
+        if port in self._released:
+            self._released.remove(port)
 
     def listenUNIX(
         self,
@@ -456,6 +466,8 @@ class SharedPorts:
         for port in ports:
             stopped = port.stopListening()
             waits.append(stopped if stopped is not None else succeed(None))
+        released, self._released = self._released, []
+        for port in [*ports, *released]:
             if isinstance(port, _SharedTCPPort):
                 port.drain()
                 waits.append(port.whenIdle())
