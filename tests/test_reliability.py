@@ -465,3 +465,22 @@ def test_sigusr2DoesNotKillTheMaster(cluster, tmp_path: Path) -> None:
     assert get(port).split()[2] == "v1"
     assert c.process.poll() is None
     assert set(c.workerPids()) == workers
+
+
+def test_masterAppendsToTheSharedLog(cluster, tmp_path: Path) -> None:
+    """
+    The master's own lines go after the workers' in the log file they
+    share, never over them.
+    """
+    from .support import get
+
+    c, port = webCluster(cluster, tmp_path)
+    for n in range(20):
+        get(port, f"/?n={n}")
+    waitFor(lambda: c.log().count('"GET /?n=') == 20, what="the access lines")
+    c.signal(signal.SIGTTIN)
+    waitFor(lambda: "Scaling up to 3 workers" in c.log(), what="the master's lines")
+    waitFor(lambda: c.log().count("is listening on") >= 3, what="a third worker")
+    log = c.log()
+    for n in range(20):
+        assert f'"GET /?n={n} HTTP/1.0" 200' in log, f"access line {n} overwritten"

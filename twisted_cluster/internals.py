@@ -8,6 +8,8 @@ breaks one fails there first, with a clear message.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sys
 from typing import Any
 
@@ -34,3 +36,27 @@ def httpChannelOf(protocol: object) -> Any | None:
             return None
         protocol = inner
     return None
+
+
+def appendToLogFiles() -> None:
+    """
+    Have twistd's log files (L{twisted.python.logfile}) write in append mode.
+
+    C{BaseLogFile._openFile} opens the file C{rb+} and seeks to its end once,
+    so its later writes land where it thinks the end is, over the lines the
+    workers appended to the same file meanwhile.  With C{O_APPEND} set on the
+    descriptor (Linux lets C{F_SETFL} set it), every write goes at the end.
+    """
+    from twisted.python import logfile
+
+    original = logfile.BaseLogFile._openFile
+    if getattr(original, "appending", False):
+        return
+
+    def openFile(self: Any) -> None:
+        original(self)
+        fd = self._file.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+
+    openFile.appending = True  # type: ignore[attr-defined]
+    logfile.BaseLogFile._openFile = openFile  # type: ignore[method-assign]

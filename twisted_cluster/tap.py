@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .heap import freezeOnceServing, holdCollection
+from .internals import appendToLogFiles
 from .limits import MAX_MESSAGE_SIZE
 from .master.lean import withoutTLS
 from .master.listeners import SCHEDULING, parseBind
@@ -392,6 +393,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         scheduling=options["scheduling"],
     )
     master.maxMessage = int(options["max-message-size"] * MEGABYTE)
+    if os.path.isabs(logTarget):
+        # The workers append to the master's log file: so must the master.
+        appendToLogFiles()
     runner = getattr(options, "parent", None)
     if os.path.isabs(logTarget):
         _giveLogTo(logTarget, *_switchingTo(runner))

@@ -1,0 +1,60 @@
+"""
+Each assumption twisted_cluster/internals.py makes about Twisted, pinned: a
+Twisted upgrade that breaks one fails here first, saying which.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from twisted.web import http, server
+from twisted.web.resource import Resource
+
+from twisted_cluster.internals import appendToLogFiles, httpChannelOf
+
+
+def test_siteWrapsItsChannel() -> None:
+    """
+    C{Site.buildProtocol} gives a wrapper whose C{_channel} is the
+    L{http.HTTPChannel}; C{httpChannelOf} finds it, through TLS too.
+    """
+    site = server.Site(Resource())
+    built = site.buildProtocol(None)
+    assert not isinstance(built, http.HTTPChannel), "Site no longer wraps: simplify"
+    assert isinstance(built._channel, http.HTTPChannel)
+    assert httpChannelOf(built) is built._channel
+    from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+    tls = TLSMemoryBIOProtocol(None, site.buildProtocol(None))
+    assert httpChannelOf(tls) is tls.wrappedProtocol._channel
+    assert httpChannelOf(object()) is None
+
+
+def test_logFilesAppend(tmp_path: Path) -> None:
+    """
+    After C{appendToLogFiles}, a twistd log file writes at the end of what
+    others appended meanwhile, and so after its own rotation.
+    """
+    from twisted.python import logfile
+
+    appendToLogFiles()
+    appendToLogFiles()  # Once is enough; twice changes nothing.
+    path = tmp_path / "twistd.log"
+    log = logfile.LogFile(path.name, str(tmp_path), rotateLength=None)
+    flags = fcntl.fcntl(log._file.fileno(), fcntl.F_GETFL)
+    assert flags & os.O_APPEND
+    other = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        log.write("master 1\n")
+        log.flush()
+        os.write(other, b"worker 1\n")
+        log.write("master 2\n")
+        log.flush()
+        assert path.read_text() == "master 1\nworker 1\nmaster 2\n"
+        log.rotate()
+        assert fcntl.fcntl(log._file.fileno(), fcntl.F_GETFL) & os.O_APPEND
+    finally:
+        os.close(other)
+        log.close()
