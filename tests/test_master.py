@@ -258,3 +258,32 @@ def test_batchFailureFailsEachSend() -> None:
     for r in results:
         r.addErrback(failures.append)
     assert [f.check(ConnectionError) for f in failures] == [ConnectionError] * 2
+
+
+def test_slotLeftWithNobodyIsAdopted() -> None:
+    """
+    Under reuseport, a slot whose worker went when no other could adopt it
+    (the rest were leaving) is served by the next worker that listens.
+    """
+    from twisted_cluster.request import ListenRequest
+
+    reactor = FakeProcessReactor()
+    master = Master(reactor, environ={}, scheduling="reuseport")
+    request = ListenRequest("tcp", "127.0.0.1", 0)
+    a, b = master.fork(), master.fork()
+    for process in reactor.processes:
+        process.call(Online)
+        process.call(Listen, request=request, slot=-1)
+    assert master.listeners.slotNumbers == {0, 1}
+    a.exitedAfterDisconnect = True  # leaving: it may not adopt
+    reactor.processes[1].exit(signal="SIGKILL")  # slot 1: nobody to adopt it
+    reactor.processes[0].exit(code=0)
+    c = master.fork()
+    assert c.slots == [0]
+    newcomer = reactor.processes[2]
+    newcomer.call(Online)
+    newcomer.call(Listen, request=request, slot=-1)
+    newcomer.pump.flush()
+    assert "Adopt" in newcomer.peer.received
+    assert c.slots == [0, 1]
+    master.listeners.close()

@@ -173,6 +173,8 @@ class Listeners:
         self._sockets: dict[tuple[object, ...], socket.socket] = {}
         self._paths: list[str] = []
         self._locks: dict[str, FilesystemLock] = {}
+        # The worker slots that have sockets of their own.
+        self.slotNumbers: set[int] = set()
         # Addresses bound ahead (before dropping privileges): one socket for
         # every slot, as another could not be bound now.
         self._bound: set[tuple[object, ...]] = set()
@@ -226,6 +228,8 @@ class Listeners:
         else:
             sock = bind(request, reusePort=perSlot)
         self._sockets[key] = sock
+        if perSlot:
+            self.slotNumbers.add(slot)
         if request.kind == "unix":
             self._paths.append(request.path)
         self._log.info(

@@ -214,6 +214,17 @@ class Master(EventEmitter):
         for other in self.workers.values():
             if other is not worker:
                 other.release(worker.slots[0]).addErrback(self._unheard, other)
+        # And it serves any slot left with nobody (its worker went when no
+        # other could adopt it): the kernel still queues connections there.
+        if self.listeners.scheduling == "reuseport" and not self.stopping:
+            served = {
+                slot
+                for w in self.workers.values()
+                if _takesConnections(w) and w.state == "listening"
+                for slot in w.slots
+            }
+            for slot in sorted(self.listeners.slotNumbers - served):
+                worker.adopt(slot).addErrback(self._unheard, worker)
 
     def _unheard(self, failure: Failure, worker: Worker) -> None:
         if not worker.isDead() and not channelGone(failure):
