@@ -270,7 +270,8 @@ def test_slotLeftWithNobodyIsAdopted() -> None:
     reactor = FakeProcessReactor()
     master = Master(reactor, environ={}, scheduling="reuseport")
     request = ListenRequest("tcp", "127.0.0.1", 0)
-    a, b = master.fork(), master.fork()
+    a = master.fork()
+    master.fork()
     for process in reactor.processes:
         process.call(Online)
         process.call(Listen, request=request, slot=-1)
