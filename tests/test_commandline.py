@@ -74,7 +74,7 @@ def test_wrongOption(tmp_path: Path, args: list[str], named: str) -> None:
 @pytest.mark.parametrize(
     "app,says",
     [
-        ("missing.tac", "No such file or directory"),
+        ("missing.tac", "cannot load missing.tac: no such file"),
         (".", "is a directory"),
     ],
 )

@@ -50,16 +50,18 @@ def quantity(
     An option's coercer: a finite number of C{unit} (C{convert} reads it),
     at least C{minimum} (more than it, with C{above}).
     """
-    what = f"{unit}, {'more than' if above else 'at least'} {minimum:g}"
+    bound = f"{'more than' if above else 'at least'} {minimum:g}"
+    what = f"{unit}, {bound}"
 
     def coerce(value: str) -> float:
         try:
             number = convert(value)
         except ValueError:
-            number = math.nan
-        ok = number > minimum if above else number >= minimum
-        if not ok or not math.isfinite(number):
-            raise ValueError(f"expected {what}, not {value!r}")
+            raise ValueError(f"must be {unit}, not {value!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"must be {what}, not {value!r}")
+        if not (number > minimum if above else number >= minimum):
+            raise ValueError(f"must be {bound}, not {value}")
         return number
 
     coerce.coerceDoc = what[0].upper() + what[1:] + "."  # type: ignore[attr-defined]
@@ -244,7 +246,6 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["app"]:
             raise usage.UsageError("--app is required: the .tac file to run")
-        self["app"] = checkApp(self["app"])
         if self["workers"] is None:
             self["workers"] = usableCPUs()
         if self["scheduling"] not in SCHEDULING:
@@ -252,6 +253,7 @@ class Options(usage.Options):
             raise usage.UsageError(f"--scheduling must be one of {choices}")
         if self["master-hook"]:
             self["master-hook"] = loadHook(self["master-hook"])
+        self["app"] = checkApp(self["app"])
 
 
 def checkApp(path: str) -> str:
@@ -267,6 +269,8 @@ def checkApp(path: str) -> str:
     try:
         with open(app, "rb"):
             pass
+    except FileNotFoundError:
+        raise usage.UsageError(f"cannot load {path}: no such file") from None
     except OSError as e:
         raise usage.UsageError(f"--app {path}: {e.strerror or e}") from None
     return app

@@ -223,6 +223,12 @@ class Master(EventEmitter):
                 if _takesConnections(w) and w.state == "listening"
                 for slot in w.slots
             }
+            # A slot whose own worker is starting is not left with nobody.
+            served |= {
+                w.slots[0]
+                for w in self.workers.values()
+                if not w.isDead() and not w.exitedAfterDisconnect
+            }
             for slot in sorted(self.listeners.slotNumbers - served):
                 worker.adopt(slot).addErrback(self._unheard, worker)
 

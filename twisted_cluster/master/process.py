@@ -115,6 +115,8 @@ class Worker(EventEmitter):
         self._logs = WorkerLogRelay(workerId)
         self._deathWaiters: list[Deferred[Worker]] = []
         self._listens: set[tuple[object, ...]] = set()
+        # Every slot it was asked to adopt: it may ask for their sockets.
+        self._handed: set[int] = set()
         self._orphaned: IDelayedCall | None = None
         self.brokeRules: str | None = None
         self.hung = False
@@ -194,6 +196,7 @@ class Worker(EventEmitter):
         if self._channel is None:
             return fail(ConnectionError(f"worker {self.id} is not connected"))
         self.slots.append(slot)
+        self._handed.add(slot)
         self._log.info("Worker {id} serves slot {slot} too", id=self.id, slot=slot)
         d: Deferred[None] = self._channel.callRemote(Adopt, slot=slot)
         return d.addCallback(lambda _: None)
@@ -323,10 +326,13 @@ class Worker(EventEmitter):
 
     def _listen(self, request: ListenRequest, slot: int) -> socket.socket:
         own = slot == MINE
-        if not own and slot not in self.slots[1:]:
+        if not own and slot not in self._handed:
             # Only a slot the master asked it to adopt: any other would make
             # a socket on the app's port that nobody accepts on.
             raise ProtocolError(f"asked for the sockets of slot {slot}, not its own")
+        if not own and slot not in self.slots[1:]:
+            # Released again while it asked (its own worker came back).
+            raise BindError(f"slot {slot} is served by its own worker again")
         if self.standby:
             self._master.emit("standbyListen", self)
             raise BindError("a spare worker may not listen before it is started")
