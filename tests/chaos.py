@@ -53,8 +53,9 @@ def chaosArgs(scheduling: str, spares: int = 1) -> list[str]:
     """
     The cluster options chaos runs with.  A stopped worker is found hung
     after 2 s, one stopped while it starts after 8 s; restarts back off to
-    at most 1 s, so that a slot that keeps dying is not left unserved for longer than a client waits (the default
-    30 s is a policy for a crashing app, not what is under test here).
+    at most 1 s, so that a slot that keeps dying is not left unserved for
+    longer than a client waits (the default 30 s is a policy for a crashing
+    app, not what is under test here).
     """
     return [
         "--scheduling",
