@@ -455,3 +455,25 @@ def test_workerDyingDuringItsReplacementIsNotReplacedTwice() -> None:
     run(h, 1.0)
     assert len(h.reactor.processes) == 4
     assert h.reactor.live == [candidate, second]
+
+
+def test_retiringWorkerThatHangsIsKilledAtTimeout() -> None:
+    """
+    A worker that hangs while it drains is killed after --timeout (and the
+    kill grace), not left until --graceful-timeout.
+    """
+    h = Harness(
+        count=2,
+        limits=Limits(timeout=3.0, killGrace=5.0, gracefulTimeout=60.0, spares=0),
+    )
+    bootAll(h)
+    run(h, h.policy.stableAfter)
+    h.service.scaleDown()
+    run(h, 0.1)
+    leaving = [p for p in h.reactor.processes if "Disconnect" in p.peer.received]
+    assert len(leaving) == 1
+    leaving[0].peer.hung = True
+    run(h, 5.0)
+    assert leaving[0].signals[:1] == ["ABRT"]
+    run(h, 5.0)
+    assert leaving[0].signals == ["ABRT", "KILL"]

@@ -291,6 +291,7 @@ class Channel(amp.AMP):
             return
         self.broken = why
         self._currentBox = None
+        self._boxBytes = 0
         self.pauseProducing()
         transport: Any = self.transport
         if transport is not None:

@@ -151,7 +151,7 @@ class ClusterService(Service):
         )
         self._watchdog = Watchdog(
             reactor,
-            self._serving,
+            self._watched,
             onHung=self._hangs,
             onFat=self._fat,
             timeout=self.limits.timeout,
@@ -319,6 +319,17 @@ class ClusterService(Service):
         # Workers dying from here on are replaced in the usual way.
         self._reactor.callLater(0, nextBatch)
         return done
+
+    def _watched(self) -> list[Worker]:
+        """
+        The workers that are up, retiring ones too: one that hangs while it
+        drains is killed at C{timeout}, not at C{gracefulTimeout}.
+        """
+        return [
+            w
+            for w in self.master.workers.values()
+            if w.id in self._upSince and not w.hung
+        ]
 
     def _serving(self) -> list[Worker]:
         """
