@@ -190,9 +190,7 @@ class Master(EventEmitter):
         stayers = [
             w
             for w in self.workers.values()
-            if w is not leaving
-            and w.state == "listening"
-            and not w.exitedAfterDisconnect
+            if w is not leaving and w.state == "listening" and _takesConnections(w)
         ]
         adoptions = []
         for slot in leaving.slots:
@@ -288,4 +286,11 @@ class Master(EventEmitter):
 
 
 def _takesConnections(worker: Worker) -> bool:
-    return worker.isConnected() and not worker.exitedAfterDisconnect and not worker.hung
+    # Connected, and not on its way out: not asked to leave, nor being
+    # retired, nor hung.
+    return (
+        worker.isConnected()
+        and not worker.exitedAfterDisconnect
+        and not worker.retiring
+        and not worker.hung
+    )

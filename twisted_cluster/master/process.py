@@ -85,6 +85,8 @@ class Worker(EventEmitter):
         killed for it).
     @ivar hung: whether its reactor stopped answering heartbeats (it is
         being killed).
+    @ivar retiring: whether the supervisor is retiring it (it stops
+        accepting once its slots have heirs).
     """
 
     _log = Logger()
@@ -120,6 +122,7 @@ class Worker(EventEmitter):
         self._orphaned: IDelayedCall | None = None
         self.brokeRules: str | None = None
         self.hung = False
+        self.retiring = False
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} pid={self.pid} state={self.state}>"

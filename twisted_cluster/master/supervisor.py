@@ -385,6 +385,7 @@ class ClusterService(Service):
             return
         self._log.info("Retiring worker {id} ({why})", id=worker.id, why=why)
         self._retiring.add(worker.id)
+        worker.retiring = True
         self._cancelTimers(worker.id)
         # Its slots stay served: someone adopts any no one else serves.
         self.master.handOff(worker).addBoth(lambda _: worker.disconnect())
