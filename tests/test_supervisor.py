@@ -477,3 +477,29 @@ def test_retiringWorkerThatHangsIsKilledAtTimeout() -> None:
     assert leaving[0].signals[:1] == ["ABRT"]
     run(h, 5.0)
     assert leaving[0].signals == ["ABRT", "KILL"]
+
+
+def test_scaleDownWhileReplacingReachesTheCount() -> None:
+    """
+    A scale-down while no worker is up (both are being replaced) still ends
+    at the new count once they come up: the step after each event retires
+    the one too many.
+    """
+    h = Harness(limits=Limits(timeout=0, spares=0))
+    bootAll(h)
+    run(h, h.policy.stableAfter)
+    for p in list(h.reactor.live):
+        p.exit(signal="SIGKILL")
+    h.reactor.advance(1.0)
+    replacements = list(h.reactor.live)
+    assert len(replacements) == 2
+    h.service.scaleDown()
+    assert h.service.count == 1
+    for p in replacements:
+        h.boot(p)
+    run(h, 1.0)
+    leaving = [p for p in replacements if "Disconnect" in p.peer.received]
+    assert len(leaving) == 1
+    leaving[0].exit(code=0)
+    run(h, 1.0)
+    assert len(h.reactor.live) == 1 and len(h.reactor.processes) == 4

@@ -271,6 +271,7 @@ class ClusterService(Service):
         serving = self._serving()
         if serving:
             self._retire(serving[-1], "scaling down")
+        self._reconcile()
 
     def reload(self) -> Deferred[bool]:
         """
@@ -302,6 +303,7 @@ class ClusterService(Service):
                 self._log.error("Reload aborted; the old workers go on serving")
                 self._enter(State.running)
                 self._spares.fill()
+                self._reconcile()
                 done.callback(False)
                 return
             batch = [w for w in old if not w.isDead()][: self.limits.reloadBatch]
@@ -311,6 +313,7 @@ class ClusterService(Service):
                 self._log.info("Reload done")
                 self._enter(State.running)
                 self._spares.fill()
+                self._reconcile()
                 done.callback(True)
                 return
             results = DeferredList([self._replace(w, "reload") for w in batch])
@@ -330,6 +333,34 @@ class ClusterService(Service):
             for w in self.master.workers.values()
             if w.id in self._upSince and not w.hung
         ]
+
+    def _reconcile(self) -> None:
+        """
+        After an event, match the workers to C{count}: retire the newest
+        that are up beyond it, start those missing (races between deaths,
+        reloads and scaling otherwise leave one too many or too few).
+        Only while plainly running: a reload has more on purpose.
+        """
+        if not self.running or self.state is not State.running:
+            return
+        staying = [
+            w
+            for w in self.master.workers.values()
+            if not w.isDead() and w.id not in self._retiring and w not in self._spares
+        ]
+        pending = sum(1 for call in self._pendingRestarts if call.active())
+        missing = self.count - len(staying) - pending
+        if missing < 0:
+            extra = self._serving()[missing:]
+            for worker in reversed(extra):
+                self._retire(worker, f"over the count of {self.count}")
+        for _ in range(missing):
+            self._log.warn(
+                "{n} worker(s) short of {count}; starting one",
+                n=missing,
+                count=self.count,
+            )
+            self._fork(failures=0, bootFailures=0)
 
     def _serving(self) -> list[Worker]:
         """
@@ -497,10 +528,15 @@ class ClusterService(Service):
         fate = self._candidates.pop(worker.id, None)
         if fate is not None:
             fate.callback(True)
+        self._reconcile()
 
     def _workerDied(
         self, worker: Worker, exitCode: int | None, signal: str | None
     ) -> None:
+        self._death(worker, exitCode, signal)
+        self._reconcile()
+
+    def _death(self, worker: Worker, exitCode: int | None, signal: str | None) -> None:
         upSince = self._upSince.pop(worker.id, None)
         failures = self._failures.pop(worker.id, 0)
         bootFailures = self._bootFailures.pop(worker.id, 0)
