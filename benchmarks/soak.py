@@ -32,40 +32,13 @@ from tests.chaos import ChaosResult, runChaos, servingPids, startChaosCluster  #
 from tests.support import (  # noqa: E402
     Cluster,
     childrenOf,
+    openDescriptors,
     processExists,
     processGroup,
+    residentKB,
     waitFor,
+    zombiesOf,
 )
-
-
-def fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rssKB(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def zombies(pid: int) -> list[int]:
-    """
-    The children of C{pid} that have exited and not been reaped.
-    """
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] == "Z" and int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
 
 
 def isWorker(pid: int) -> bool:
@@ -81,7 +54,7 @@ def isWorker(pid: int) -> bool:
 
 def snapshot(c: Cluster) -> str:
     return (
-        f"{fds(c.pid)} fds, {rssKB(c.pid) / 1024:.1f} MB resident, "
+        f"{openDescriptors(c.pid)} fds, {residentKB(c.pid) / 1024:.1f} MB resident, "
         f"{len(c.workerPids())} children"
     )
 
@@ -179,7 +152,7 @@ def main() -> int:
         )
         unsettled = settle(c, port, result, options.workers)
         after = snapshot(c)
-        left = zombies(c.pid)
+        left = zombiesOf(c.pid)
         print(result.summary(timeline=False))
         workers = (
             set(c.workerPids()) | set(result.log.byPid) | set(result.driver.stopped)

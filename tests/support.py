@@ -56,10 +56,11 @@ def processExists(pid: int) -> bool:
     return state != "Z"
 
 
-def _processes() -> Iterator[tuple[int, list[str]]]:
+def _processes(zombies: bool = False) -> Iterator[tuple[int, list[str]]]:
     """
-    Every live process: its pid and the fields of /proc/PID/stat after its
-    name (state, ppid, pgrp, ...).
+    Every live process (with C{zombies}, every exited and unreaped one
+    instead): its pid and the fields of /proc/PID/stat after its name
+    (state, ppid, pgrp, ...).
     """
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -69,8 +70,35 @@ def _processes() -> Iterator[tuple[int, list[str]]]:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] != "Z":
+        if (fields[0] == "Z") == zombies:
             yield int(entry), fields
+
+
+def zombiesOf(pid: int) -> list[int]:
+    """
+    The children of C{pid} that have exited and not been reaped.
+    """
+    return [
+        child for child, fields in _processes(zombies=True) if int(fields[1]) == pid
+    ]
+
+
+def openDescriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def residentKB(pid: int) -> int:
+    """
+    The resident set of process C{pid}, in kB (0 if it is gone).
+    """
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def childrenOf(pid: int) -> list[int]:

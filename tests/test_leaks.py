@@ -12,36 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from .support import APPS, freePort, get, waitFor
+from .support import (
+    APPS,
+    freePort,
+    get,
+    openDescriptors,
+    residentKB,
+    waitFor,
+    zombiesOf,
+)
 
 WORKERS = 4
 ROUNDS = 50  # 200 restarts
-
-
-def descriptors(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def residentKB(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def zombies(parent: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] == "Z" and int(fields[1]) == parent:
-                found.append(int(entry))
-    return found
 
 
 @pytest.mark.timeout(240)
@@ -72,14 +54,14 @@ def test_200RestartsLeakNothing(cluster, tmp_path: Path) -> None:
 
     for _ in range(5):
         killAll()
-    fds, rss = descriptors(c.pid), residentKB(c.pid)
+    fds, rss = openDescriptors(c.pid), residentKB(c.pid)
     started = time.monotonic()
     for _ in range(ROUNDS - 5):
         killAll()
     print(f"{(ROUNDS - 5) * WORKERS} restarts in {time.monotonic() - started:.1f}s")
     assert get(port).split()[2] == "v1"
-    waitFor(lambda: not zombies(c.pid), timeout=5, what="no zombies")
-    after = descriptors(c.pid), residentKB(c.pid)
+    waitFor(lambda: not zombiesOf(c.pid), timeout=5, what="no zombies")
+    after = openDescriptors(c.pid), residentKB(c.pid)
     print(f"master descriptors {fds} -> {after[0]}, resident {rss} -> {after[1]} kB")
     assert after[0] == fds
     assert after[1] - rss < 3 * 1024

@@ -19,7 +19,15 @@ from twisted.internet import reactor as globalReactor
 
 from twisted_cluster.worker.listening import _RoundRobinPort
 
-from .support import APPS, KeepAlive, freePort, processExists, waitFor
+from .support import (
+    APPS,
+    KeepAlive,
+    freePort,
+    openDescriptors,
+    processExists,
+    residentKB,
+    waitFor,
+)
 
 WEB = APPS / "web.tac"
 
@@ -231,15 +239,7 @@ def test_reportDropsPastItsBound() -> None:
 
 
 def residentMB(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def openDescriptors(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    return residentKB(pid) / 1024
 
 
 ATTACKS = {
