@@ -12,7 +12,7 @@ from twisted.logger import LogLevel, eventAsJSON
 from twisted.protocols import amp
 from twisted.test import iosim
 
-from twisted_cluster.commands import BigBytes, Listen, Online
+from twisted_cluster.commands import BigBytes, Listen, Online, Ready
 from twisted_cluster.master.logs import WorkerLogRelay
 from twisted_cluster.master.master import Master
 from twisted_cluster.master.restart import RestartPolicy
@@ -287,4 +287,59 @@ def test_slotLeftWithNobodyIsAdopted() -> None:
     newcomer.pump.flush()
     assert "Adopt" in newcomer.peer.received
     assert c.slots == [0, 1]
+    master.listeners.close()
+
+
+def test_publicEventsAreNodesOnly(tmp_path) -> None:
+    """
+    C{cluster.on()} sees Node's events only: a worker's app starting, a
+    failed listen and a spare's early listen reach the master's observers,
+    not its public emitter.
+    """
+    from twisted_cluster.master.observer import WorkerObserver
+    from twisted_cluster.request import ListenRequest
+
+    reactor = FakeProcessReactor()
+    master = Master(reactor, environ={})
+    emitted: list[str] = []
+    emit = master.emit
+    master.emit = lambda name, *args: (emitted.append(name), emit(name, *args))[1]
+
+    class Seen(WorkerObserver):
+        def __init__(self):
+            self.calls = []
+
+        def workerReady(self, worker):
+            self.calls.append(("ready", worker.id))
+
+        def listenFailed(self, worker, reason):
+            self.calls.append(("listenFailed", worker.id))
+
+        def spareListened(self, worker):
+            self.calls.append(("spareListened", worker.id))
+
+    seen = Seen()
+    master.observers.append(seen)
+    worker = master.fork()
+    process = reactor.processes[0]
+    process.call(Online)
+    process.call(Ready)
+    with pytest.raises(Exception, match="cannot listen"):
+        missing = str(tmp_path / "missing" / "s.sock")
+        process.call(Listen, request=ListenRequest("unix", path=missing), slot=-1)
+    spare = master.spare()
+    reactor.processes[1].call(Online)
+    with pytest.raises(Exception, match="spare"):
+        reactor.processes[1].call(
+            Listen, request=ListenRequest("tcp", "127.0.0.1", 0), slot=-1
+        )
+    for p in reactor.processes:
+        p.exit(code=0)
+    assert seen.calls == [
+        ("ready", worker.id),
+        ("listenFailed", worker.id),
+        ("spareListened", spare.id),
+    ]
+    node = {"fork", "online", "listening", "message", "disconnect", "death", "setup"}
+    assert set(emitted) <= node, set(emitted) - node
     master.listeners.close()

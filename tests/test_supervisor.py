@@ -247,9 +247,11 @@ def test_scaleUpAndDown(h: Harness) -> None:
     assert len(live(h)) == 3 and h.service.count == 3
     h.boot(h.reactor.processes[2])
     h.service.scaleDown()
-    h.reactor.processes[2].pump.flush()
-    assert h.reactor.processes[2].peer.received[-1] == "Disconnect"
-    h.reactor.processes[2].exit(code=0)
+    # The oldest goes, as gunicorn and circus retire theirs.
+    h.reactor.processes[0].pump.flush()
+    assert h.reactor.processes[0].peer.received[-1] == "Disconnect"
+    assert "Disconnect" not in h.reactor.processes[2].peer.received
+    h.reactor.processes[0].exit(code=0)
     assert len(live(h)) == 2 and len(h.reactor.processes) == 3
     h.service.scaleDown()
     h.service.scaleDown()

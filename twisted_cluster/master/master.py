@@ -29,6 +29,7 @@ from ..commands import (
 from ..events import EventEmitter
 from ..request import ListenRequest
 from .listeners import BindError, Listeners
+from .observer import IWorkerObserver
 from .process import Worker
 from .report import REPORT_FD_ENV, reportFromEnvironment
 from .roundrobin import RoundRobin
@@ -93,11 +94,14 @@ class Master(EventEmitter):
         self.listeners = Listeners(scheduling)
         self.stopping = False
         self.maxMessage = MAX_MESSAGE_SIZE
+        # The cluster's own parts, told what Node's events do not carry.
+        self.observers: list[IWorkerObserver] = []
         self._roundRobin = RoundRobin(self._reactor, _takesConnections)
         self._lastId = 0
         report = reportFromEnvironment(self._reactor, self._environ)  # type: ignore[arg-type]
         if report is not None:
             report.attach(self)
+            self.observers.append(report)
 
     def setupMaster(
         self,
@@ -259,7 +263,8 @@ class Master(EventEmitter):
             return self.listeners.socketFor(request, slot)
         except BindError as e:
             self._log.error("Worker {id}: {error}", id=worker.id, error=str(e))
-            self.emit("listenError", worker, str(e))
+            for observer in list(self.observers):
+                observer.listenFailed(worker, str(e))
             raise
 
     def _unlistened(self, worker: Worker, request: ListenRequest) -> None:

@@ -317,7 +317,8 @@ class Worker(EventEmitter):
 
     def _ready(self) -> None:
         self.ready = True
-        self._master.emit("ready", self)
+        for observer in list(self._master.observers):
+            observer.workerReady(self)
 
     def _bootFailed(self, reason: str) -> None:
         self.bootError = reason
@@ -337,7 +338,8 @@ class Worker(EventEmitter):
             # Released again while it asked (its own worker came back).
             raise BindError(f"slot {slot} is served by its own worker again")
         if self.standby:
-            self._master.emit("standbyListen", self)
+            for observer in list(self._master.observers):
+                observer.spareListened(self)
             raise BindError("a spare worker may not listen before it is started")
         self._listens.add(request.key)
         if len(self._listens) > MAX_LISTENS:

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..events import EventEmitter
+from .observer import IWorkerObserver
 
 REPORT_FD_ENV = "TWISTED_CLUSTER_REPORT_FD"
 
@@ -110,6 +111,7 @@ class _Writer:
         return "EventReport"
 
 
+@implementer(IWorkerObserver)
 class EventReport:
     """
     Writes a master's worker events to a descriptor as JSON lines, never
@@ -129,8 +131,17 @@ class EventReport:
         return self._writer.dropped
 
     def attach(self, master: EventEmitter) -> None:
-        for event in ("fork", "online", "ready", "listening", "disconnect", "death"):
+        for event in ("fork", "online", "listening", "disconnect", "death"):
             master.on(event, lambda *args, name=event: self._write(name, *args))
+
+    def workerReady(self, worker: Any) -> None:
+        self._write("ready", worker)
+
+    def listenFailed(self, worker: Any, reason: str) -> None:
+        pass
+
+    def spareListened(self, worker: Any) -> None:
+        pass
 
     def _write(self, name: str, worker: Any, *args: Any) -> None:
         record: dict[str, Any] = {"event": name, "worker": worker.id, "pid": worker.pid}

@@ -37,7 +37,7 @@ class RestartPolicy:
         if failures <= 0:
             return 0.0
         base = min(self.maxDelay, self.initialDelay * self.factor ** (failures - 1))
-        return base * (1 + self.jitter * (2 * self.random() - 1))
+        return jittered(base, self.jitter, self.random)
 
     def failuresAfter(self, failures: int, uptime: float | None) -> int:
         """
@@ -47,3 +47,12 @@ class RestartPolicy:
         if uptime is not None and uptime >= self.stableAfter:
             return 0
         return failures + 1
+
+
+def jittered(value: float, fraction: float, random: Callable[[], float]) -> float:
+    """
+    C{value} moved up or down by up to C{fraction} of it, evenly spread
+    (C{random} draws from [0, 1)): so that workers started together do not
+    restart or recycle together.
+    """
+    return value * (1 + fraction * (2 * random() - 1))

@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
+
+from .observer import IWorkerObserver, WorkerObserver
 
 if TYPE_CHECKING:
     from .master import Master
@@ -31,7 +34,8 @@ def _cancel(_: object, call: IDelayedCall) -> None:
         call.cancel()
 
 
-class Spares:
+@implementer(IWorkerObserver)
+class Spares(WorkerObserver):
     """
     Keeps C{count} spares of a L{Master} while C{wanted()} says so.
 
@@ -58,7 +62,7 @@ class Spares:
         self._dropped: set[int] = set()
         self._failures = 0
         self.off = count <= 0
-        master.on("standbyListen", self._listensWhileLoading)
+        master.observers.append(self)
 
     def __contains__(self, worker: Worker) -> bool:
         return worker in self._waiting or worker.id in self._dropped
@@ -131,7 +135,7 @@ class Spares:
         self._log.warn("Spare worker {id} died unused: {how}", id=spare.id, how=how)
         self._reactor.callLater(self._backoff(self._failures), self.fill)
 
-    def _listensWhileLoading(self, worker: Worker) -> None:
+    def spareListened(self, worker: Worker) -> None:
         if not self.off:
             self.off = True
             self._log.warn(

@@ -16,12 +16,14 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..request import ListenRequest
 from .listeners import BindError
 from .master import Master
+from .observer import IWorkerObserver, WorkerObserver
 from .process import Worker
-from .restart import RestartPolicy
+from .restart import RestartPolicy, jittered
 from .spares import Spares
 from .watchdog import Watchdog
 
@@ -88,6 +90,22 @@ _ENDING = (State.stopping, State.failed)
 FLAPPING = (5, 10.0)
 
 """So many crashes within so many seconds are worth a louder word."""
+
+
+@implementer(IWorkerObserver)
+class _Observer(WorkerObserver):
+    """
+    Hands a L{ClusterService} what the master tells its parts.
+    """
+
+    def __init__(self, service: ClusterService) -> None:
+        self._service = service
+
+    def workerReady(self, worker: Worker) -> None:
+        self._service._workerReady(worker)
+
+    def listenFailed(self, worker: Worker, reason: str) -> None:
+        self._service._listenError(worker, reason)
 
 
 class ClusterService(Service):
@@ -158,9 +176,8 @@ class ClusterService(Service):
             maxMemory=self.limits.maxMemory,
             memoryOf=memoryOf,
         )
-        master.on("ready", self._workerReady)
+        master.observers.append(_Observer(self))
         master.on("death", self._workerDied)
-        master.on("listenError", self._listenError)
 
     # The lifecycle
 
@@ -262,7 +279,8 @@ class ClusterService(Service):
 
     def scaleDown(self) -> None:
         """
-        One worker fewer (never fewer than one), retired gracefully.
+        One worker fewer (never fewer than one): the oldest, retired
+        gracefully.
         """
         if self.state not in (State.running, State.reloading) or self.count <= 1:
             return
@@ -270,7 +288,9 @@ class ClusterService(Service):
         self._log.info("Scaling down to {count} workers", count=self.count)
         serving = self._serving()
         if serving:
-            self._retire(serving[-1], "scaling down")
+            # The oldest, as gunicorn and circus do: the newest has the
+            # freshest code and the least grown memory.
+            self._retire(serving[0], "scaling down")
         self._reconcile()
 
     def reload(self) -> Deferred[bool]:
@@ -336,7 +356,7 @@ class ClusterService(Service):
 
     def _reconcile(self) -> None:
         """
-        After an event, match the workers to C{count}: retire the newest
+        After an event, match the workers to C{count}: retire the oldest
         that are up beyond it, start those missing (races between deaths,
         reloads and scaling otherwise leave one too many or too few).
         Only while plainly running: a reload has more on purpose.
@@ -351,8 +371,7 @@ class ClusterService(Service):
         pending = sum(1 for call in self._pendingRestarts if call.active())
         missing = self.count - len(staying) - pending
         if missing < 0:
-            extra = self._serving()[missing:]
-            for worker in reversed(extra):
+            for worker in self._serving()[:-missing]:
                 self._retire(worker, f"over the count of {self.count}")
         for _ in range(missing):
             self._log.warn(
@@ -522,8 +541,7 @@ class ClusterService(Service):
             self._enter(State.running)
             self._spares.fill()
         if self.limits.maxAge:
-            spread = 1 + self.limits.jitter * (2 * self.limits.random() - 1)
-            age = self.limits.maxAge * spread
+            age = jittered(self.limits.maxAge, self.limits.jitter, self.limits.random)
             self._later(worker.id, age, self._recycle, worker, f"older than {age:.0f}s")
         fate = self._candidates.pop(worker.id, None)
         if fate is not None:
