@@ -136,3 +136,26 @@ def test_addressInUse(tmp_path: Path) -> None:
         f"twisted-cluster: cannot listen on TCP port {port} on 127.0.0.1: "
         "Address already in use"
     ]
+
+
+def test_fatalErrorLetsExitHandlersRun(tmp_path: Path) -> None:
+    """
+    A fatal error exits 1 the ordinary way: an exit handler the master's
+    hook registered still runs.
+    """
+    import os
+
+    mark = tmp_path / "mark"
+    broken = tmp_path / "broken.tac"
+    broken.write_text("x = (\n")
+    process = subprocess.run(
+        [TWISTD, "-n", "--pidfile=", f"--logfile={tmp_path / 'log'}", "cluster"]
+        + ["--app", str(broken), "--spares", "0"]
+        + ["--master-hook", "tests.apps.hook:markAtExit"],
+        cwd=APPS.parent.parent,
+        env={**os.environ, "MARK_FILE": str(mark)},
+        capture_output=True,
+        timeout=20,
+    )
+    assert process.returncode == 1, process.stderr
+    assert mark.read_text() == "ran"

@@ -58,3 +58,30 @@ def test_logFilesAppend(tmp_path: Path) -> None:
     finally:
         os.close(other)
         log.close()
+
+
+def test_twistdExitsWithTheStatusItIsGiven() -> None:
+    """
+    twistd re-raises what C{reactor._exitSignal} holds through
+    C{app._exitWithSignal}, which hands it to C{signal.signal} first: with
+    an L{_ExitStatus} there, that is a plain C{SystemExit}.
+    """
+    import pytest
+    from twisted.application import app
+    from twisted.internet import reactor
+
+    from twisted_cluster.internals import _ExitStatus, exitTwistdWith
+
+    assert app._ISupportsExitSignalCapturing.providedBy(reactor)
+    with pytest.raises(SystemExit) as raised:
+        app._exitWithSignal(_ExitStatus(3))
+    assert raised.value.code == 3
+
+    class Reactor:
+        _exitSignal = 15
+
+    fake = Reactor()
+    exitTwistdWith(fake, 0)
+    assert fake._exitSignal is None
+    exitTwistdWith(fake, 1)
+    assert isinstance(fake._exitSignal, _ExitStatus)

@@ -60,3 +60,32 @@ def appendToLogFiles() -> None:
 
     openFile.appending = True  # type: ignore[attr-defined]
     logfile.BaseLogFile._openFile = openFile  # type: ignore[method-assign]
+
+
+class _ExitStatus:
+    """
+    What C{reactor._exitSignal} holds for L{exitTwistdWith}: twistd passes
+    it to C{signal.signal}, which asks it for its number, and it answers by
+    ending the process with its status instead.
+    """
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def __index__(self) -> int:
+        raise SystemExit(self.code)
+
+
+def exitTwistdWith(reactor: Any, code: int) -> None:
+    """
+    Have twistd exit with status C{code} once its reactor has stopped and
+    its own shutdown (pid file, log) is done.
+
+    twistd has no exit status of its own: after the reactor stops it reads
+    C{reactor._exitSignal} (the signal that stopped it, if any) and, when it
+    is set, re-raises it with C{app._exitWithSignal}.  C{None} makes it
+    return normally (status 0); an L{_ExitStatus} makes it raise
+    C{SystemExit(code)} there, so the interpreter exits the ordinary way and
+    every exit handler runs.
+    """
+    reactor._exitSignal = _ExitStatus(code) if code else None

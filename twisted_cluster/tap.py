@@ -6,7 +6,6 @@ C{twistd cluster}: the command-line shell over L{twisted_cluster.master}.
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import math
 import os
@@ -20,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .heap import freezeOnceServing, holdCollection
-from .internals import appendToLogFiles
+from .internals import appendToLogFiles, exitTwistdWith
 from .limits import MAX_MESSAGE_SIZE
 from .master.lean import withoutTLS
 from .master.listeners import SCHEDULING, parseBind
@@ -349,28 +348,6 @@ def loadHook(spec: str) -> Callable[[Any], object]:
     return hook
 
 
-class _ExitStatus:
-    """
-    twistd has no way to exit non-zero after its reactor stops, so a fatal
-    error sets the status the interpreter exits with, once everything
-    twistd does on the way out (its pid file, its log) is done.
-    """
-
-    def __init__(self) -> None:
-        self.code = 0
-        atexit.register(self._exit)
-
-    def _exit(self) -> None:
-        if self.code:
-            for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-                try:
-                    if stream is not None:
-                        stream.flush()
-                except (OSError, ValueError):
-                    pass
-            os._exit(self.code)
-
-
 def makeService(options: Options, reactor: Any = None) -> IService:
     """
     A L{ClusterService} for the options, on the master of C{cluster}.
@@ -405,14 +382,14 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         _giveLogTo(logTarget, *_switchingTo(runner))
     if options["master-hook"] is not None:
         options["master-hook"](cluster)
-    status = _ExitStatus()
+    status = [0]
 
     def fatal(reason: str) -> None:
         stream = sys.__stderr__
         if stream is not None:
             stream.write(f"twisted-cluster: {reason}\n")
             stream.flush()
-        status.code = 1
+        status[0] = 1
         if reactor.running:
             reactor.stop()
         else:
@@ -445,8 +422,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     reactor.callWhenRunning(installSignals, service, reactor)
     # Later than in a worker: while workers start, they need the CPUs.
     freezeOnceServing(reactor, after=2.0)
-    # twistd re-raises the signal that stopped it; a graceful stop exits 0.
-    reactor.addSystemEventTrigger("after", "shutdown", _exitCleanly, reactor, status)
+    # twistd re-raises the signal that stopped it; a graceful stop exits 0,
+    # a fatal error 1.
+    reactor.addSystemEventTrigger(
+        "after", "shutdown", lambda: exitTwistdWith(reactor, status[0])
+    )
     shell: IService = service
     return shell
 
@@ -483,9 +463,3 @@ def _handler(reactor: Any, action: Callable[[], object]) -> Callable[[int, Any],
         reactor.callFromThread(action)
 
     return handle
-
-
-def _exitCleanly(reactor: Any, status: _ExitStatus) -> None:
-    if status.code == 0:
-        # The only way to tell twistd: it reads this after the reactor stops.
-        reactor._exitSignal = None
