@@ -16,8 +16,9 @@ worker removes it from its environment once connected (as Node does), so the
 processes it starts are not taken for workers.  In
 the master this module's functions are those of the one L{Master}; in a
 worker, C{cluster.worker} is this worker and its C{listen*} calls share the
-master's sockets.  Install a non-default reactor before importing this
-module: it uses the global reactor.
+master's sockets.  Importing it does nothing: the master (or, in a worker,
+the channel to it) is made on first use, on the global reactor; install a
+non-default reactor before that.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorProcess
 
 from .events import EventEmitter, Listener
 from .master.master import Master, Settings
@@ -49,12 +51,8 @@ __all__ = [
     "Worker",
 ]
 
-isWorker: bool = isWorkerProcess()
-isMaster: bool = not isWorker
-isPrimary = isMaster
-
-worker: ThisWorker | None = None
 _master: Master | None = None
+_events: EventEmitter | None = None
 
 
 class NotTheMaster(RuntimeError):
@@ -63,23 +61,45 @@ class NotTheMaster(RuntimeError):
     """
 
 
-def theMaster() -> Master:
+def theMaster(reactor: IReactorProcess | None = None) -> Master:
     """
-    The L{Master} behind this module in the master process.
+    The L{Master} behind this module in the master process, made on first
+    use, on C{reactor} (by default the global one).
     """
-    if _master is None:
+    global _master
+    if isWorkerProcess():
         raise NotTheMaster("this process is a worker, not the master")
+    if _master is None:
+        _master = Master(reactor)
     return _master
 
 
-if isMaster:
-    _master = Master()
-    _events: EventEmitter = _master
-    workers: Mapping[int, Worker] = _master.workers
-else:
-    worker = thisWorker()
-    _events = EventEmitter()
-    workers = {}
+def _emitter() -> EventEmitter:
+    global _events
+    if _events is None:
+        _events = EventEmitter() if _thisWorker() is not None else theMaster()
+    return _events
+
+
+def _thisWorker() -> ThisWorker | None:
+    # In a worker, its channel is taken on first use of this module: any of
+    # isMaster, isWorker, worker, workers or on() (so that an app's listen
+    # calls after "if cluster.isWorker" share the master's sockets).
+    return thisWorker() if isWorkerProcess() else None
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("isWorker", "isMaster", "isPrimary"):
+        worker = _thisWorker() is not None
+        return worker if name == "isWorker" else not worker
+    if name == "worker":
+        return _thisWorker()
+    if name == "workers":
+        return {} if _thisWorker() is not None else theMaster().workers
+    if name == "settings":
+        settings: Settings = theMaster().settings
+        return settings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def fork(env: Mapping[str, str] | None = None) -> Worker:
@@ -116,19 +136,12 @@ def on(event: str, callback: Listener) -> EventEmitter:
     Call C{callback} on each C{event}: C{fork}, C{online}, C{listening},
     C{message}, C{disconnect}, C{death} (or C{exit}).
     """
-    return _events.on(event, callback)
+    return _emitter().on(event, callback)
 
 
 def once(event: str, callback: Listener) -> EventEmitter:
-    return _events.once(event, callback)
+    return _emitter().once(event, callback)
 
 
 def removeListener(event: str, callback: Listener) -> EventEmitter:
-    return _events.removeListener(event, callback)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "settings":
-        settings: Settings = theMaster().settings
-        return settings
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _emitter().removeListener(event, callback)

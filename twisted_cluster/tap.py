@@ -362,7 +362,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from . import cluster
         from .master.supervisor import ClusterService, Limits
 
-    master = cluster.theMaster()
+    master = cluster.theMaster(reactor)
     logTarget = workerLogTarget(getattr(options, "parent", None))
     master.setupMaster(
         exec="",
