@@ -14,13 +14,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# The compat editable mode keeps twisted/plugins visible to twistd (see README).
-# An editable install leaves our modules uncompiled, and where
-# PYTHONDONTWRITEBYTECODE is set every process would compile them again:
-# ~35 ms of each master's and worker's start.  Without Twisted's plugin
-# caches, the first twistd imports every plugin (and TLS) to write them.
+# twistd finds plugins in the twisted/plugins directories of sys.path, and
+# an editable install (PEP 660) puts none there: a .pth of our own adds this
+# checkout (see README).  An editable install leaves our modules uncompiled,
+# and where PYTHONDONTWRITEBYTECODE is set every process would compile them
+# again: ~35 ms of each master's and worker's start.  Without Twisted's
+# plugin caches, the first twistd imports every plugin (and TLS) to write them.
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/pip install --quiet -e '.[test]'
+	echo '$(CURDIR)' > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/twisted_cluster_checkout.pth"
 	$(BIN)/python -m compileall -q twisted_cluster twisted/plugins
 	$(BIN)/python -c 'from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))'
 
