@@ -251,3 +251,31 @@ def _parent(pid: int) -> int:
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except OSError:
         return -1
+
+
+def test_relistenOnPortZeroGetsTheSharedPort() -> None:
+    """
+    As Node's test-cluster-server-restart: a worker that closes its port-0
+    server and listens again while another still holds it gets the same
+    shared port.
+    """
+    process = subprocess.Popen(
+        [sys.executable, str(APPS / "relisten.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=60)
+    finally:
+        killTree(process)
+    results = [
+        json.loads(line[len("RESULT ") :])
+        for line in output.decode().splitlines()
+        if line.startswith("RESULT ")
+    ]
+    assert results, output.decode()[-3000:]
+    (seen,) = results
+    ports = {next(iter(message.values())) for _, message in seen}
+    assert len(ports) == 1, seen
+    assert seen[2][0] == 2 and "again" in seen[2][1]
