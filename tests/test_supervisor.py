@@ -505,3 +505,17 @@ def test_scaleDownWhileReplacingReachesTheCount() -> None:
     leaving[0].exit(code=0)
     run(h, 1.0)
     assert len(h.reactor.live) == 1 and len(h.reactor.processes) == 4
+
+
+def test_illegalTransitionsRaise(h: Harness) -> None:
+    from twisted_cluster.master.supervisor import IllegalTransition, State
+
+    bootAll(h)
+    assert h.service.state is State.running
+    h.service.stopService()
+    assert h.service.state is State.stopping
+    with pytest.raises(IllegalTransition):
+        h.service._enter(State.running)
+    assert h.service.reload().result is False  # refused, not an error
+    h.service._fatal("late")  # on the way out already: logged, not failed
+    assert h.service.state is State.stopping and h.fatal == []

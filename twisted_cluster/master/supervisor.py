@@ -85,6 +85,13 @@ _TRANSITIONS = {
     State.failed: {State.stopping},
 }
 
+
+class IllegalTransition(Exception):
+    """
+    The cluster was told to enter a state it cannot reach from where it is.
+    """
+
+
 _ENDING = (State.stopping, State.failed)
 
 FLAPPING = (5, 10.0)
@@ -181,14 +188,21 @@ class ClusterService(Service):
 
     # The lifecycle
 
-    def _enter(self, state: State) -> bool:
+    def _enter(self, state: State) -> None:
+        """
+        Move the cluster to C{state}.
+
+        @raise IllegalTransition: if the cluster cannot go there from where
+            it is (a bug: every caller checks first).
+        """
         if state is self.state:
-            return True
+            return
         if state not in _TRANSITIONS[self.state]:
-            return False
+            raise IllegalTransition(
+                f"the cluster cannot go from {self.state} to {state}"
+            )
         self._log.info("Cluster {old} -> {new}", old=self.state.value, new=state.value)
         self.state = state
-        return True
 
     def privilegedStartService(self) -> None:
         """
@@ -637,6 +651,10 @@ class ClusterService(Service):
 
     def _fatal(self, reason: str) -> None:
         if self.fatalError is not None:
+            return
+        if self.state is State.stopping:
+            # Already on the way out (a late listen, say): no cause to fail.
+            self._log.error("While stopping: {reason}", reason=reason)
             return
         self.fatalError = reason
         self._enter(State.failed)
