@@ -85,3 +85,52 @@ def test_twistdExitsWithTheStatusItIsGiven() -> None:
     assert fake._exitSignal is None
     exitTwistdWith(fake, 1)
     assert isinstance(fake._exitSignal, _ExitStatus)
+
+
+def test_portsAdoptListeningDescriptors() -> None:
+    """
+    Each port class the worker builds on has C{_fromListeningDescriptor}
+    with the arguments C{adoptListeningPort} passes; a TCP port has
+    C{_buildAddr}, and tcp keeps C{_reservedFD}.
+    """
+    import socket
+
+    from twisted.internet import protocol, tcp, udp, unix
+    from twisted.internet import reactor as globalReactor
+
+    from twisted_cluster.internals import (
+        adoptListeningPort,
+        peerAddressOf,
+        reserveDescriptor,
+    )
+
+    for portClass in (tcp.Port, unix.Port, udp.Port):
+        assert callable(getattr(portClass, "_fromListeningDescriptor", None)), portClass
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(1)
+    listening.setblocking(False)
+    factory = protocol.Factory.forProtocol(protocol.Protocol)
+    port = adoptListeningPort(
+        tcp.Port, globalReactor, listening.fileno(), socket.AF_INET, factory
+    )
+    assert isinstance(port, tcp.Port) and not port.connected
+    address = peerAddressOf(port, ("127.0.0.1", 4242))
+    assert (address.type, address.host, address.port) == ("TCP", "127.0.0.1", 4242)
+    reserveDescriptor()
+    assert tcp._reservedFD.available()
+    listening.close()
+
+
+def test_compactJSONEncoder() -> None:
+    import json
+
+    from twisted_cluster.internals import compactJSONEncoder
+
+    def refuse(value):
+        raise TypeError("no")
+
+    chunks = compactJSONEncoder(refuse)
+    assert chunks is not None, "CPython's C JSON encoder is gone"
+    value = {"a": [1, 2.5, None, "é"], "b": True}
+    assert "".join(chunks(value, 0)) == json.dumps(value, separators=(",", ":"))

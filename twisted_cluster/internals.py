@@ -89,3 +89,62 @@ def exitTwistdWith(reactor: Any, code: int) -> None:
     every exit handler runs.
     """
     reactor._exitSignal = _ExitStatus(code) if code else None
+
+
+def adoptListeningPort(
+    portClass: Any, reactor: Any, fd: int, *args: Any, **kw: Any
+) -> Any:
+    """
+    A port of C{portClass} (a subclass of Twisted's C{tcp.Port},
+    C{unix.Port} or C{udp.Port}) on the listening socket C{fd}, not yet
+    listening.
+
+    C{reactor.adoptStreamPort} would do, but it builds Twisted's own port
+    class, and the worker needs its own (connection tracking, draining);
+    C{_fromListeningDescriptor} is the constructor behind it.
+    """
+    return portClass._fromListeningDescriptor(reactor, fd, *args, **kw)
+
+
+def peerAddressOf(port: Any, address: Any) -> Any:
+    """
+    The L{IAddress} a TCP port gives its factory for a connection from
+    C{address} (a C{getpeername()} tuple), as its own C{doRead} would.
+    """
+    return port._buildAddr(address)
+
+
+def reserveDescriptor() -> None:
+    """
+    Have Twisted keep its spare descriptor, which a listening port closes
+    to accept (and refuse) a connection when the process is out of them; a
+    port started by hand must reserve it as C{startListening} does.
+    """
+    from twisted.internet import tcp
+
+    tcp._reservedFD.reserve()
+
+
+def compactJSONEncoder(default: Any) -> Any | None:
+    """
+    C{json}'s C encoder, kept for reuse (C{json.dumps} builds a new one on
+    every call, half the cost of a small message): a callable that gives a
+    value's compact ASCII JSON in chunks, or C{None} where CPython's C
+    accelerator is missing.
+    """
+    from json import encoder
+
+    make = getattr(encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - not CPython
+        return None
+    return make(
+        {},
+        default,
+        encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        False,
+    )

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from json.encoder import (  # type: ignore[attr-defined]
-    c_make_encoder,
-    encode_basestring_ascii,
-)
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from .internals import compactJSONEncoder
 from .limits import MAX_MESSAGE_SIZE
 
 BATCH_SIZE = 64 * 1024
@@ -41,22 +38,12 @@ class _Encoder:
         self._reset()
 
     def _reset(self) -> None:
-        if c_make_encoder is None:  # pragma: no cover - not CPython
+        chunks = compactJSONEncoder(_unencodable)
+        if chunks is None:  # pragma: no cover - not CPython
             self.encode = json.JSONEncoder(
                 allow_nan=False, separators=(",", ":")
             ).encode
             return
-        chunks = c_make_encoder(
-            {},
-            _unencodable,
-            encode_basestring_ascii,
-            None,
-            ":",
-            ",",
-            False,
-            False,
-            False,
-        )
         self.encode = lambda message: "".join(chunks(message, 0))
 
     def failed(self, message: object, error: Exception) -> TypeError:

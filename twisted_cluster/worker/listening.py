@@ -23,7 +23,12 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol, ServerFactory
 from twisted.logger import Logger
 
-from ..internals import httpChannelOf
+from ..internals import (
+    adoptListeningPort,
+    httpChannelOf,
+    peerAddressOf,
+    reserveDescriptor,
+)
 from ..request import ListenRequest
 
 IDLE_GRACE = 2.0
@@ -185,7 +190,7 @@ class _RoundRobinPort(_SharedTCPPort):
         except OSError:
             pass  # The client has gone already.
         else:
-            protocol = self.factory.buildProtocol(self._buildAddr(addr))  # type: ignore[union-attr]
+            protocol = self.factory.buildProtocol(peerAddressOf(self, addr))  # type: ignore[union-attr]
         if protocol is None:
             skt.close()
             self.handedBack()
@@ -208,7 +213,7 @@ class _SharedUNIXPort(_SharedTCPPort, unix.Port):
     transport = _TrackedUNIXServer  # type: ignore[assignment]
 
     def startListening(self) -> None:
-        tcp._reservedFD.reserve()
+        reserveDescriptor()
         self.factory.doStart()  # type: ignore[union-attr]
         skt: Any = self._preexistingSocket
         self._preexistingSocket = None
@@ -347,8 +352,12 @@ class SharedPorts:
         self, request: ListenRequest, answer: Answer, factory: ServerFactory
     ) -> IListeningPort:
         try:
-            port = _StoppingRoundRobinPort._fromListeningDescriptor(
-                self._reactor, answer.descriptor, answer.family, factory
+            port = adoptListeningPort(
+                _StoppingRoundRobinPort,
+                self._reactor,
+                answer.descriptor,
+                answer.family,
+                factory,
             )
         finally:
             os.close(answer.descriptor)
@@ -364,8 +373,8 @@ class SharedPorts:
         request: ListenRequest | None = None,
     ) -> IListeningPort:
         try:
-            adopted = _StoppingTCPPort._fromListeningDescriptor(
-                self._reactor, descriptor, family, factory
+            adopted = adoptListeningPort(
+                _StoppingTCPPort, self._reactor, descriptor, family, factory
             )
         finally:
             os.close(descriptor)
@@ -428,8 +437,8 @@ class SharedPorts:
         )
         descriptor = self._socketFor(request).descriptor
         try:
-            adopted = _StoppingUNIXPort._fromListeningDescriptor(
-                self._reactor, descriptor, factory
+            adopted = adoptListeningPort(
+                _StoppingUNIXPort, self._reactor, descriptor, factory
             )
         finally:
             os.close(descriptor)
@@ -447,8 +456,13 @@ class SharedPorts:
         request = self._request("udp", interface=interface, port=port)
         descriptor, family, _ = self._socketFor(request)
         try:
-            adopted = _StoppingUDPPort._fromListeningDescriptor(
-                self._reactor, descriptor, family, protocol, maxPacketSize=maxPacketSize
+            adopted = adoptListeningPort(
+                _StoppingUDPPort,
+                self._reactor,
+                descriptor,
+                family,
+                protocol,
+                maxPacketSize=maxPacketSize,
             )
         finally:
             os.close(descriptor)
