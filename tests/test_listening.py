@@ -66,3 +66,29 @@ def test_releasedSlotIsDrainedWhenLeaving():
     yield left
     own.close()
     other.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_noAdoptionOnceLeaving():
+    """
+    A slot's socket that arrives after the worker began to leave is not
+    served: it would accept connections the leaving worker does not wait for.
+    """
+    from twisted.internet.defer import Deferred
+
+    own, other = listener(), listener()
+    answer: Deferred = Deferred()
+    ports = SharedPorts(
+        globalReactor,
+        lambda request: Answer(os.dup(own.fileno()), socket.AF_INET),
+        lambda request, slot: answer,
+    )
+    ports.listenTCP(0, protocol.Factory.forProtocol(protocol.Protocol), 50, "127.0.0.1")
+    adopting = ports.adopt(1)
+    left = ports.stopAccepting()
+    answer.callback(Answer(os.dup(other.fileno()), socket.AF_INET))
+    yield adopting
+    yield left
+    assert ports._slots[1] == [] and ports.ports == []
+    own.close()
+    other.close()

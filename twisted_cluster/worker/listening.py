@@ -390,6 +390,11 @@ class SharedPorts:
         ports = self._slots[slot] = []
 
         def adoptOne(answer: Answer, factory: ServerFactory) -> None:
+            if self.leaving:
+                # The answer came after this worker began to leave: serving
+                # it now would accept connections that nobody then waits for.
+                os.close(answer.descriptor)
+                return
             ports.append(self._adoptTCP(answer.descriptor, answer.family, factory))
 
         return DeferredList(
