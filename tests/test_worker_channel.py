@@ -38,6 +38,8 @@ class PretendMaster(amp.AMP):
     def locateResponder(self, name: bytes) -> Any:
         def respond(box: amp.AmpBox) -> amp.AmpBox:
             self.heard.append(name.decode())
+            if name == b"Listen":
+                raise amp.RemoteAmpError(b"LISTEN_FAILED", "served by its own again")
             return amp.AmpBox()
 
         return respond
@@ -148,3 +150,20 @@ def test_startFiresOnTheNextTurn(h: Harness) -> None:
     assert started == []
     h.reactor.advance(0)
     assert started == [2]
+
+
+def test_adoptOfASlotTakenBackIsNoError(h: Harness) -> None:
+    """
+    When the master refuses a slot's socket (its own worker came back while
+    this one asked), the Adopt is answered, not failed: an error AMP does
+    not know would make the master drop the channel.
+    """
+    from twisted.internet.protocol import Factory
+
+    from twisted_cluster.request import ListenRequest
+
+    h.worker.ports._tcp.append((ListenRequest("tcp", "127.0.0.1", 8080), Factory()))
+    assert h.call(Adopt, slot=0) == {}
+    assert h.master.heard == ["Listen"]
+    assert 0 not in h.worker.ports._slots
+    assert not h.worker._channel.transport.disconnecting

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, FirstError
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -110,12 +110,22 @@ class WorkerChannel(Channel):
         if self._worker.isDisconnecting():
             return {}  # Leaving: the master finds another heir next time.
         return self._worker.ports.adopt(slot).addCallbacks(
-            lambda _: {}, self._adoptFailed
+            lambda _: {}, self._adoptFailed, errbackArgs=(slot,)
         )
 
-    def _adoptFailed(self, failure: Failure) -> dict[str, Any] | Failure:
+    def _adoptFailed(
+        self, failure: Failure, slot: int
+    ) -> Deferred[dict[str, Any]] | dict[str, Any] | Failure:
         if channelGone(failure) or self._worker.isDisconnecting():
             return {}  # This worker is going: nothing to tell.
+        error: Any = failure.value
+        while isinstance(error, FirstError):
+            error = error.subFailure.value
+        if isinstance(error, ListenFailed):
+            # The slot's own worker came back while this one asked: let go
+            # of what it took.  (An error AMP does not know would make the
+            # master drop this channel.)
+            return self._worker.ports.release(slot).addCallback(lambda _: {})
         return failure
 
     @Release.responder
