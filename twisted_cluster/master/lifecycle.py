@@ -8,7 +8,8 @@ A worker's lifecycle as the master sees it, as an explicit state machine.
 Node's C{worker.state} names are the state names; each event of Node's
 cluster (C{online}, C{listening}, C{disconnect}, C{death}) fires on the
 transition that means it, so each fires once and in order.  A transition
-sets the core's C{state} before it emits, so listeners see the new state.
+sets the core's C{state} to the name of the state it enters (the machine's
+own, not a copy) before it emits, so listeners see the new state.
 """
 
 from __future__ import annotations
@@ -63,19 +64,19 @@ def _build() -> TypeMachineBuilder[Lifecycle, LifecycleCore]:
 
     @pep614(none.upon(Lifecycle.online).to(online))
     def becomeOnline(machine: Lifecycle, core: LifecycleCore) -> None:
-        core.state = "online"
+        core.state = online.name
         core._emitOnline()
 
     for state in (none, online, listening):
 
         @pep614(state.upon(Lifecycle.listening).to(listening))
         def listen(machine: Lifecycle, core: LifecycleCore, address: IAddress) -> None:
-            core.state = "listening"
+            core.state = listening.name
             core._emitListening(address)
 
         @pep614(state.upon(Lifecycle.channelLost).to(disconnected))
         def disconnect(machine: Lifecycle, core: LifecycleCore) -> None:
-            core.state = "disconnected"
+            core.state = disconnected.name
             core._emitDisconnect()
 
         @pep614(state.upon(Lifecycle.exited).to(dead))
@@ -85,9 +86,10 @@ def _build() -> TypeMachineBuilder[Lifecycle, LifecycleCore]:
             exitCode: int | None,
             signal: str | None,
         ) -> None:
-            core.state = "disconnected"
+            # Node reports the disconnect first, even when both come at once.
+            core.state = disconnected.name
             core._emitDisconnect()
-            core.state = "dead"
+            core.state = dead.name
             core._emitDeath(exitCode, signal)
 
     # An Online or a listen already on the wire when the channel went.
@@ -103,7 +105,7 @@ def _build() -> TypeMachineBuilder[Lifecycle, LifecycleCore]:
         exitCode: int | None,
         signal: str | None,
     ) -> None:
-        core.state = "dead"
+        core.state = dead.name
         core._emitDeath(exitCode, signal)
 
     dead.upon(Lifecycle.channelLost).loop().returns(None)
