@@ -130,6 +130,17 @@ def killTree(process: subprocess.Popen[bytes]) -> None:
     waitFor(lambda: not any(map(processExists, children)), timeout=10)
 
 
+def listeningSocket() -> socket.socket:
+    """
+    A non-blocking TCP socket listening on a free port of 127.0.0.1.
+    """
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(16)
+    listening.setblocking(False)
+    return listening
+
+
 def freePort(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,11 +32,14 @@ from .support import (
 API = APPS / "api.py"
 
 
-@pytest.fixture(scope="module")
-def api() -> dict:
+def runScript(script: Path, **env: str) -> Any:
+    """
+    Run a script-mode app to its end; what its master printed as
+    C{RESULT <json>}.  Every process it made is killed, however it ends.
+    """
     process = subprocess.Popen(
-        [sys.executable, str(API)],
-        env={**os.environ, "DELAY": "1"},
+        [sys.executable, str(script)],
+        env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -48,6 +52,12 @@ def api() -> dict:
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
     raise AssertionError(output.decode()[-3000:])
+
+
+@pytest.fixture(scope="module")
+def api() -> dict:
+    result: dict = runScript(API, DELAY="1")
+    return result
 
 
 def test_eventsInOrder(api: dict) -> None:
@@ -259,23 +269,7 @@ def test_relistenOnPortZeroGetsTheSharedPort() -> None:
     server and listens again while another still holds it gets the same
     shared port.
     """
-    process = subprocess.Popen(
-        [sys.executable, str(APPS / "relisten.py")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=60)
-    finally:
-        killTree(process)
-    results = [
-        json.loads(line[len("RESULT ") :])
-        for line in output.decode().splitlines()
-        if line.startswith("RESULT ")
-    ]
-    assert results, output.decode()[-3000:]
-    (seen,) = results
+    seen = runScript(APPS / "relisten.py")
     ports = {next(iter(message.values())) for _, message in seen}
     assert len(ports) == 1, seen
     assert seen[2][0] == 2 and "again" in seen[2][1]

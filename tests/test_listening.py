@@ -15,13 +15,7 @@ from twisted.internet.defer import succeed
 
 from twisted_cluster.worker.listening import Answer, SharedPorts
 
-
-def listener() -> socket.socket:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(8)
-    s.setblocking(False)
-    return s
+from .support import listeningSocket
 
 
 def until(check, timeout: float = 5.0):
@@ -45,7 +39,7 @@ def test_releasedSlotIsDrainedWhenLeaving():
     A connection accepted on an adopted slot's socket goes on after the slot
     is released, and the worker's leaving waits for it too.
     """
-    own, other = listener(), listener()
+    own, other = listeningSocket(), listeningSocket()
     ports = SharedPorts(
         globalReactor,
         lambda request: Answer(os.dup(own.fileno()), socket.AF_INET),
@@ -76,7 +70,7 @@ def test_noAdoptionOnceLeaving():
     """
     from twisted.internet.defer import Deferred
 
-    own, other = listener(), listener()
+    own, other = listeningSocket(), listeningSocket()
     answer: Deferred = Deferred()
     ports = SharedPorts(
         globalReactor,

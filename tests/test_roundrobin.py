@@ -11,6 +11,8 @@ from twisted.internet.testing import MemoryReactor
 
 from twisted_cluster.master.roundrobin import Distributor
 
+from .support import listeningSocket
+
 
 class FakeWorker:
     def __init__(
@@ -28,14 +30,6 @@ class FakeWorker:
         self.got.append(listener)
         self.order.append(self.name)
         return succeed(None)
-
-
-def listeningSocket() -> socket.socket:
-    listening = socket.socket()
-    listening.bind(("127.0.0.1", 0))
-    listening.listen(16)
-    listening.setblocking(False)
-    return listening
 
 
 def test_inTurnSkippingRefusers() -> None:
