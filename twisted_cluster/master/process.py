@@ -173,6 +173,17 @@ class Worker(EventEmitter):
         except ProcessExitedAlready:
             pass
 
+    def killUnlessDead(self, seconds: float) -> None:
+        """
+        SIGKILL the worker in C{seconds} if it has not died by then (a
+        stopped or stuck process acts on no other signal).
+        """
+        clock: Any = self._master._reactor
+        killer = clock.callLater(seconds, self.kill, "SIGKILL")
+        self.whenDead().addCallback(
+            lambda _: killer.cancel() if killer.active() else None
+        )
+
     @property
     def standby(self) -> bool:
         """

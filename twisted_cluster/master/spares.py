@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -27,11 +27,6 @@ KILL_GRACE = 5.0
 REFILL_DELAY = 1.0
 """Seconds after a spare is taken before the next one starts (the taken
 one gets the CPU first)."""
-
-
-def _cancel(_: object, call: IDelayedCall) -> None:
-    if call.active():
-        call.cancel()
 
 
 @implementer(IWorkerObserver)
@@ -103,8 +98,7 @@ class Spares(WorkerObserver):
             self._dropped.add(spare.id)
             spare.kill("SIGTERM")
             # A stopped (SIGSTOP) or stuck spare does not act on SIGTERM.
-            killer = self._reactor.callLater(KILL_GRACE, spare.kill, "SIGKILL")
-            spare.whenDead().addCallback(_cancel, killer)
+            spare.killUnlessDead(KILL_GRACE)
 
     def workerUp(self) -> None:
         """

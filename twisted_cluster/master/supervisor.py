@@ -387,12 +387,13 @@ class ClusterService(Service):
         if missing < 0:
             for worker in self._serving()[:-missing]:
                 self._retire(worker, f"over the count of {self.count}")
-        for _ in range(missing):
+        if missing > 0:
             self._log.warn(
-                "{n} worker(s) short of {count}; starting one",
+                "{n} worker(s) short of {count}; starting them",
                 n=missing,
                 count=self.count,
             )
+        for _ in range(missing):
             self._fork(failures=0, bootFailures=0)
 
     def _serving(self) -> list[Worker]:
@@ -489,10 +490,7 @@ class ClusterService(Service):
         # it (a reload's) does not cancel this kill.
         worker.hung = True
         worker.kill("SIGABRT")
-        killer = self._reactor.callLater(self.limits.killGrace, worker.kill, "SIGKILL")
-        worker.whenDead().addCallback(
-            lambda _: killer.cancel() if killer.active() else None
-        )
+        worker.killUnlessDead(self.limits.killGrace)
 
     def _later(
         self, workerId: int, delay: float, f: Callable[..., object], *a: object
