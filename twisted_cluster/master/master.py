@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -96,7 +96,10 @@ class Master(EventEmitter):
         self.maxMessage = MAX_MESSAGE_SIZE
         # The cluster's own parts, told what Node's events do not carry.
         self.observers: list[IWorkerObserver] = []
-        self._roundRobin = RoundRobin(self._reactor, _takesConnections)
+        # The supervisor's word on whether a worker is in service (not being
+        # retired, nor hung): its records are the one source of that.
+        self.inService: Callable[[Worker], bool] = lambda worker: True
+        self._roundRobin = RoundRobin(self._reactor, self.takesConnections)
         self._lastId = 0
         report = reportFromEnvironment(self._reactor, self._environ)  # type: ignore[arg-type]
         if report is not None:
@@ -194,7 +197,7 @@ class Master(EventEmitter):
         stayers = [
             w
             for w in self.workers.values()
-            if w is not leaving and w.state == "listening" and _takesConnections(w)
+            if w is not leaving and w.state == "listening" and self.takesConnections(w)
         ]
         adoptions = []
         for slot in leaving.slots:
@@ -222,7 +225,7 @@ class Master(EventEmitter):
             served = {
                 slot
                 for w in self.workers.values()
-                if _takesConnections(w) and w.state == "listening"
+                if self.takesConnections(w) and w.state == "listening"
                 for slot in w.slots
             }
             # A slot whose own worker is starting is not left with nobody.
@@ -284,18 +287,18 @@ class Master(EventEmitter):
             else:
                 self._roundRobin.unsubscribe(sock, worker)
 
+    def takesConnections(self, worker: Worker) -> bool:
+        """
+        Whether C{worker} may be given connections: connected, and not on
+        its way out (asked to leave, retired or hung).
+        """
+        return (
+            worker.isConnected()
+            and not worker.exitedAfterDisconnect
+            and self.inService(worker)
+        )
+
     def _forget(self, worker: Worker) -> None:
         self.workers.pop(worker.id, None)
         self._roundRobin.forget(worker)
         self.handOff(worker).addErrback(self._unheard, worker)
-
-
-def _takesConnections(worker: Worker) -> bool:
-    # Connected, and not on its way out: not asked to leave, nor being
-    # retired, nor hung.
-    return (
-        worker.isConnected()
-        and not worker.exitedAfterDisconnect
-        and not worker.retiring
-        and not worker.hung
-    )

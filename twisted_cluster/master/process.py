@@ -83,10 +83,6 @@ class Worker(EventEmitter):
         are open, as far as the master knows.
     @ivar brokeRules: how it broke the channel's rules, if it did (it was
         killed for it).
-    @ivar hung: whether its reactor stopped answering heartbeats (it is
-        being killed).
-    @ivar retiring: whether the supervisor is retiring it (it stops
-        accepting once its slots have heirs).
     """
 
     _log = Logger()
@@ -121,8 +117,6 @@ class Worker(EventEmitter):
         self._handed: set[int] = set()
         self._orphaned: IDelayedCall | None = None
         self.brokeRules: str | None = None
-        self.hung = False
-        self.retiring = False
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} pid={self.pid} state={self.state}>"

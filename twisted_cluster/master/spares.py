@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from .observer import IWorkerObserver, WorkerObserver
+from .roster import Role, Roster, WorkerRecord
 
 if TYPE_CHECKING:
     from .master import Master
@@ -32,7 +33,8 @@ one gets the CPU first)."""
 @implementer(IWorkerObserver)
 class Spares(WorkerObserver):
     """
-    Keeps C{count} spares of a L{Master} while C{wanted()} says so.
+    Keeps C{count} spares (records in L{Role.spare}) of a L{Master} while
+    C{wanted()} says so.
 
     @ivar off: whether spares are given up on (none asked for, the app
         listens while it loads, or spares keep dying).
@@ -43,37 +45,38 @@ class Spares(WorkerObserver):
     def __init__(
         self,
         master: Master,
+        roster: Roster,
         reactor: IReactorTime,
         count: int,
         backoff: Callable[[int], float],
         wanted: Callable[[], bool],
     ) -> None:
         self._master = master
+        self._roster = roster
         self._reactor = reactor
         self._count = count
         self._backoff = backoff
         self._wanted = wanted
-        self._waiting: list[Worker] = []
-        self._dropped: set[int] = set()
         self._failures = 0
         self.off = count <= 0
         master.observers.append(self)
 
-    def __contains__(self, worker: Worker) -> bool:
-        return worker in self._waiting or worker.id in self._dropped
-
-    def take(self) -> Worker | None:
+    def take(self, failures: int, bootFailures: int) -> WorkerRecord | None:
         """
-        A waiting spare, told to start in a free slot; or C{None}.
+        The oldest waiting spare, told to start in a free slot and marked
+        starting; or C{None}.
         """
-        if not self._waiting:
+        waiting = self._roster.having(Role.spare)
+        if not waiting:
             return None
-        spare = self._waiting.pop(0)
+        record = waiting[0]
+        record.enter(Role.starting)
+        record.failures, record.bootFailures = failures, bootFailures
         slot = self._master._freeSlot()
-        self._log.info("Spare worker {id} takes slot {slot}", id=spare.id, slot=slot)
-        spare.start(slot).addErrback(lambda _: None)  # Its death says the rest.
+        self._log.info("Spare worker {id} takes slot {slot}", id=record.id, slot=slot)
+        record.worker.start(slot).addErrback(lambda _: None)  # Its death says the rest.
         self._reactor.callLater(REFILL_DELAY, self.fill)
-        return spare
+        return record
 
     def fill(self) -> None:
         """
@@ -81,9 +84,9 @@ class Spares(WorkerObserver):
         """
         if self.off or not self._wanted():
             return
-        while len(self._waiting) < self._count:
+        while len(self._roster.having(Role.spare)) < self._count:
             try:
-                self._waiting.append(self._master.spare())
+                self._roster.add(self._master.spare(), Role.spare)
             except OSError as e:
                 self._log.error("Cannot start a spare worker: {e}", e=e)
                 return
@@ -92,13 +95,12 @@ class Spares(WorkerObserver):
         """
         Stop the waiting spares (they hold old code, say).
         """
-        spares, self._waiting = self._waiting, []
-        for spare in spares:
-            self._log.info("Stopping spare worker {id} ({why})", id=spare.id, why=why)
-            self._dropped.add(spare.id)
-            spare.kill("SIGTERM")
+        for record in self._roster.having(Role.spare):
+            self._log.info("Stopping spare worker {id} ({why})", id=record.id, why=why)
+            record.enter(Role.retiring)
+            record.worker.kill("SIGTERM")
             # A stopped (SIGSTOP) or stuck spare does not act on SIGTERM.
-            spare.killUnlessDead(KILL_GRACE)
+            record.worker.killUnlessDead(KILL_GRACE)
 
     def workerUp(self) -> None:
         """
@@ -106,27 +108,20 @@ class Spares(WorkerObserver):
         """
         self._failures = 0
 
-    def died(self, spare: Worker, exitCode: int | None, signal: str | None) -> None:
+    def died(self, record: WorkerRecord, how: str) -> None:
         """
         A spare died before it was taken.
         """
-        if spare.id in self._dropped:
-            self._dropped.discard(spare.id)
-            return
-        self._waiting.remove(spare)
         if not self._wanted():
             return
         self._failures += 1
-        how = spare.bootError or (
-            f"killed by {signal}" if signal else f"exit code {exitCode}"
-        )
         if self._failures >= FAILURES:
             self.off = True
             self._log.error(
                 "Spare workers keep dying ({how}); going on without spares", how=how
             )
             return
-        self._log.warn("Spare worker {id} died unused: {how}", id=spare.id, how=how)
+        self._log.warn("Spare worker {id} died unused: {how}", id=record.id, how=how)
         self._reactor.callLater(self._backoff(self._failures), self.fill)
 
     def spareListened(self, worker: Worker) -> None:

@@ -24,8 +24,11 @@ from .master import Master
 from .observer import IWorkerObserver, WorkerObserver
 from .process import Worker
 from .restart import RestartPolicy, jittered
+from .roster import IllegalTransition, Role, Roster, WorkerRecord
 from .spares import Spares
 from .watchdog import Watchdog
+
+__all__ = ["ClusterService", "IllegalTransition", "Limits", "State"]
 
 
 @dataclass(frozen=True)
@@ -86,12 +89,6 @@ _TRANSITIONS = {
 }
 
 
-class IllegalTransition(Exception):
-    """
-    The cluster was told to enter a state it cannot reach from where it is.
-    """
-
-
 _ENDING = (State.stopping, State.failed)
 
 FLAPPING = (5, 10.0)
@@ -125,8 +122,13 @@ class ClusterService(Service):
     and C{onFatal} is called with the reason, once.  So it is when the
     master cannot bind an address.
 
+    Every event (a worker ready or dead, a timer, a policy's finding) ends
+    with one L{reconcile step <_reconcile>}, which decides from the
+    L{roster}, the one record per worker, what to start and what to retire.
+
     @ivar fatalError: the reason given to C{onFatal}, if it was called.
     @ivar state: the cluster's L{State}.
+    @ivar roster: the record of each worker it started.
     """
 
     _log = Logger()
@@ -149,26 +151,17 @@ class ClusterService(Service):
         self.limits = limits if limits is not None else Limits()
         self.fatalError: str | None = None
         self.state = State.starting
+        self.roster = Roster(reactor)
         self._reactor = reactor
         self._onFatal = onFatal
         self._everUp = False
-        self._upSince: dict[int, float] = {}
-        self._failures: dict[int, int] = {}
-        self._bootFailures: dict[int, int] = {}
         self._crashes: deque[float] = deque(maxlen=FLAPPING[0])
-        self._pendingRestarts: list[IDelayedCall] = []
-        self._timers: dict[int, list[IDelayedCall]] = {}
-        self._bootTimers: dict[int, IDelayedCall] = {}
-        # Workers being replaced or removed on purpose: their death is no crash.
-        self._retiring: set[int] = set()
-        # Replacements not yet up, and the Deferred their fate fires.
-        self._candidates: dict[int, Deferred[bool]] = {}
-        # Workers a candidate is starting to replace: the id of the candidate.
-        self._replacing: dict[int, int] = {}
-        self._recycling: set[int] = set()
+        # Replacements owed for workers that died, each when its backoff ends.
+        self._owed: list[_Owed] = []
         self._immediate = False
         self._spares = Spares(
             master,
+            self.roster,
             reactor,
             self.limits.spares,
             self.policy.delay,
@@ -178,12 +171,13 @@ class ClusterService(Service):
             reactor,
             self._watched,
             onHung=self._hangs,
-            onFat=self._fat,
+            onFat=lambda record: self._reconcile(),
             timeout=self.limits.timeout,
             maxMemory=self.limits.maxMemory,
             memoryOf=memoryOf,
         )
         master.observers.append(_Observer(self))
+        master.inService = self._inService
         master.on("death", self._workerDied)
 
     # The lifecycle
@@ -239,10 +233,9 @@ class ClusterService(Service):
         self._enter(State.stopping)
         self.master.stopping = True
         self._watchdog.stop()
-        for call in self._pendingRestarts:
-            if call.active():
-                call.cancel()
-        self._pendingRestarts.clear()
+        for owed in self._owed:
+            owed.cancel()
+        self._owed.clear()
         workers = list(self.master.workers.values())
         if self._immediate:
             timeout = self.limits.killGrace
@@ -290,6 +283,7 @@ class ClusterService(Service):
         self.count += 1
         self._log.info("Scaling up to {count} workers", count=self.count)
         self._fork(failures=0, bootFailures=0)
+        self._reconcile()
 
     def scaleDown(self) -> None:
         """
@@ -300,7 +294,7 @@ class ClusterService(Service):
             return
         self.count -= 1
         self._log.info("Scaling down to {count} workers", count=self.count)
-        serving = self._serving()
+        serving = self.roster.serving()
         if serving:
             # The oldest, as gunicorn and circus do: the newest has the
             # freshest code and the least grown memory.
@@ -321,7 +315,7 @@ class ClusterService(Service):
             return succeed(False)
         self._enter(State.reloading)
         self._spares.drop("they hold the old code")
-        old = self._serving()
+        old = self.roster.serving()
         self._log.info(
             "Reloading: replacing {n} workers, {batch} at a time",
             n=len(old),
@@ -329,64 +323,64 @@ class ClusterService(Service):
         )
         done: Deferred[bool] = Deferred()
 
+        def finish(ok: bool) -> None:
+            self._enter(State.running)
+            self._spares.fill()
+            self._reconcile()
+            done.callback(ok)
+
         def nextBatch(ok: object = True) -> None:
             if self.state is not State.reloading:
                 done.callback(False)
                 return
             if ok is not True:
                 self._log.error("Reload aborted; the old workers go on serving")
-                self._enter(State.running)
-                self._spares.fill()
-                self._reconcile()
-                done.callback(False)
+                finish(False)
                 return
-            batch = [w for w in old if not w.isDead()][: self.limits.reloadBatch]
-            for worker in batch:
-                old.remove(worker)
+            batch = [r for r in old if r.role is not Role.dead]
+            batch = batch[: self.limits.reloadBatch]
+            for record in batch:
+                old.remove(record)
             if not batch:
                 self._log.info("Reload done")
-                self._enter(State.running)
-                self._spares.fill()
-                self._reconcile()
-                done.callback(True)
+                finish(True)
                 return
-            results = DeferredList([self._replace(w, "reload") for w in batch])
+            results = DeferredList([self._replace(r, "reload") for r in batch])
             results.addCallback(lambda rs: nextBatch(all(ok for _, ok in rs)))
 
         # Workers dying from here on are replaced in the usual way.
         self._reactor.callLater(0, nextBatch)
         return done
 
-    def _watched(self) -> list[Worker]:
-        """
-        The workers that are up, retiring ones too: one that hangs while it
-        drains is killed at C{timeout}, not at C{gracefulTimeout}.
-        """
-        return [
-            w
-            for w in self.master.workers.values()
-            if w.id in self._upSince and not w.hung
-        ]
+    # The reconcile step
 
     def _reconcile(self) -> None:
         """
-        After an event, match the workers to C{count}: retire the oldest
-        that are up beyond it, start those missing (races between deaths,
-        reloads and scaling otherwise leave one too many or too few).
-        Only while plainly running: a reload has more on purpose.
+        After every event: start the replacements now due, replace the
+        workers a policy marked for recycling and, while plainly running,
+        match the workers to C{count}: retire the oldest beyond it, start
+        those missing (races between deaths, reloads and scaling otherwise
+        leave one too many or too few; a reload has more on purpose).
         """
-        if not self.running or self.state is not State.running:
+        if not self.running or self.state in _ENDING:
             return
-        staying = [
-            w
-            for w in self.master.workers.values()
-            if not w.isDead() and w.id not in self._retiring and w not in self._spares
-        ]
-        pending = sum(1 for call in self._pendingRestarts if call.active())
-        missing = self.count - len(staying) - pending
+        for owed in [o for o in self._owed if o.due]:
+            self._owed.remove(owed)
+            self._fork(owed.failures, owed.bootFailures)
+            if self.state in _ENDING:
+                return
+        if self.state in (State.running, State.reloading):
+            for record in self.roster.serving():
+                if record.recycle is not None and not record.recycling:
+                    record.recycling = True
+                    self._replace(record, record.recycle)
+        if self.state is not State.running:
+            return
+        staying = sum(1 for r in self.roster if r.staying)
+        missing = self.count - staying - len(self._owed)
         if missing < 0:
-            for worker in self._serving()[:-missing]:
-                self._retire(worker, f"over the count of {self.count}")
+            for record in self.roster.serving()[:-missing]:
+                self._retire(record, f"over the count of {self.count}")
         if missing > 0:
             self._log.warn(
                 "{n} worker(s) short of {count}; starting them",
@@ -396,29 +390,31 @@ class ClusterService(Service):
         for _ in range(missing):
             self._fork(failures=0, bootFailures=0)
 
-    def _serving(self) -> list[Worker]:
-        """
-        The workers that are up and not on their way out, oldest first.
-        """
-        return [
-            w
-            for w in self.master.workers.values()
-            if w.id in self._upSince and w.id not in self._retiring and not w.hung
-        ]
+    def _inService(self, worker: Worker) -> bool:
+        record = self.roster.get(worker)
+        return record is None or record.inService
 
-    def _replace(self, old: Worker, why: str) -> Deferred[bool]:
+    def _watched(self) -> list[WorkerRecord]:
+        """
+        The workers that are up, retiring ones too: one that hangs while it
+        drains is killed at C{timeout}, not at C{gracefulTimeout}.
+        """
+        return [r for r in self.roster if r.upSince is not None and r.hung is None]
+
+    def _replace(self, old: WorkerRecord, why: str) -> Deferred[bool]:
         """
         Start a replacement for C{old}; once it is up, retire C{old}.  Fires
         with whether the replacement came up.
         """
         try:
-            new = self.master.fork(slot=old.slots[0])
+            worker = self.master.fork(slot=old.slot)
         except OSError as e:
             self._log.error("Cannot start a replacement worker: {e}", e=e)
             return succeed(False)
+        new = self.roster.add(worker, Role.starting)
         fate: Deferred[bool] = Deferred()
-        self._candidates[new.id] = fate
-        self._replacing[old.id] = new.id
+        new.fate = fate
+        old.replacement = new
         self._watchBoot(new)
         self._log.info(
             "Worker {new} starting to replace worker {old} ({why})",
@@ -428,112 +424,78 @@ class ClusterService(Service):
         )
 
         def decided(up: bool) -> bool:
-            self._replacing.pop(old.id, None)
+            old.replacement = None
             if up:
                 self._retire(old, why)
                 return up
-            reason = new.bootError or f"worker {new.id} exited before it started"
+            reason = worker.bootError or f"worker {new.id} exited before it started"
             self._log.error(
                 "Replacement worker {new} could not start: {reason}",
                 new=new.id,
                 reason=reason,
             )
-            if old.isDead() and self.running and self.state not in _ENDING:
+            if old.role is Role.dead and self.running and self.state not in _ENDING:
                 # It died waiting for this one: start another, as after a crash.
-                self._restartLater(failures=1, bootFailures=1)
+                self._owe(failures=1, bootFailures=1, delay=self.policy.delay(1))
             return up
 
         return fate.addCallback(decided)
 
-    def _retire(self, worker: Worker, why: str) -> None:
-        if worker.id in self._retiring or worker.isDead():
+    def _retire(self, record: WorkerRecord, why: str) -> None:
+        if record.role in (Role.retiring, Role.dead):
             return
-        self._log.info("Retiring worker {id} ({why})", id=worker.id, why=why)
-        self._retiring.add(worker.id)
-        worker.retiring = True
-        self._cancelTimers(worker.id)
+        self._log.info("Retiring worker {id} ({why})", id=record.id, why=why)
+        record.enter(Role.retiring)
+        record.cancelTimers()
+        worker = record.worker
         # Its slots stay served: someone adopts any no one else serves.
         self.master.handOff(worker).addBoth(lambda _: worker.disconnect())
-        killer = self._reactor.callLater(
-            self.limits.gracefulTimeout,
-            self._killAll,
-            [worker],
-            self.limits.gracefulTimeout,
-        )
-        worker.whenDead().addCallback(
-            lambda _: killer.cancel() if killer.active() else None
-        )
+        timeout = self.limits.gracefulTimeout
+        self.roster.later(record, "stop", timeout, self._killAll, [worker], timeout)
 
-    def _recycle(self, worker: Worker, why: str) -> None:
-        if worker.id in self._recycling or worker.id in self._retiring:
-            return
-        if self.state not in (State.running, State.reloading):
-            return
-        self._recycling.add(worker.id)
-        self._replace(worker, why)
+    # What the policies found
 
-    # Watching the workers
+    def _aged(self, record: WorkerRecord, age: float) -> None:
+        if record.recycle is None:
+            record.recycle = f"older than {age:.0f}s"
+        self._reconcile()
 
-    def _fat(self, worker: Worker, megabytes: float) -> None:
-        limit = self.limits.maxMemory
-        self._recycle(worker, f"{megabytes:.0f} MB resident, over {limit:g} MB")
-
-    def _hangs(self, worker: Worker, silent: float) -> None:
+    def _hangs(self, record: WorkerRecord) -> None:
         self._log.error(
             "Worker {id} (pid {pid}) has not answered heartbeats for {silent:.1f}s; "
             "killing it (SIGABRT, then SIGKILL)",
-            id=worker.id,
-            pid=worker.pid,
-            silent=silent,
+            id=record.id,
+            pid=record.worker.pid,
+            silent=record.hung,
         )
-        # From now on its death is a crash, to be replaced as usual; retiring
-        # it (a reload's) does not cancel this kill.
-        worker.hung = True
-        worker.kill("SIGABRT")
-        worker.killUnlessDead(self.limits.killGrace)
-
-    def _later(
-        self, workerId: int, delay: float, f: Callable[..., object], *a: object
-    ) -> None:
-        self._timers.setdefault(workerId, []).append(
-            self._reactor.callLater(delay, f, *a)
-        )
-
-    def _cancelTimers(self, workerId: int) -> None:
-        for call in self._timers.pop(workerId, []):
-            if call.active():
-                call.cancel()
+        # Its death is a crash, to be replaced as usual; retiring it (a
+        # reload's) does not cancel this kill.
+        record.worker.kill("SIGABRT")
+        record.worker.killUnlessDead(self.limits.killGrace)
 
     # Births and deaths
 
     def _fork(self, failures: int, bootFailures: int) -> None:
-        worker = self._spares.take()
-        if worker is None:
+        record = self._spares.take(failures, bootFailures)
+        if record is None:
             try:
                 worker = self.master.fork()
             except OSError as e:
                 self._fatal(f"cannot start a worker: {e}")
                 return
-        self._failures[worker.id] = failures
-        self._bootFailures[worker.id] = bootFailures
-        self._watchBoot(worker)
+            record = self.roster.add(worker, Role.starting, failures, bootFailures)
+        self._watchBoot(record)
 
-    def _watchBoot(self, worker: Worker) -> None:
+    def _watchBoot(self, record: WorkerRecord) -> None:
         # A worker whose app never finishes loading (a .tac stuck in a loop)
         # is hung too, before it could answer heartbeats.
         if self.limits.bootTimeout:
-            timer = self._reactor.callLater(
-                self.limits.bootTimeout, self._bootHangs, worker
+            self.roster.later(
+                record, "boot", self.limits.bootTimeout, self._bootHangs, record
             )
-            self._bootTimers[worker.id] = timer
 
-    def _stopWatchingBoot(self, worker: Worker) -> None:
-        timer = self._bootTimers.pop(worker.id, None)
-        if timer is not None and timer.active():
-            timer.cancel()
-
-    def _bootHangs(self, worker: Worker) -> None:
-        self._bootTimers.pop(worker.id, None)
+    def _bootHangs(self, record: WorkerRecord) -> None:
+        worker = record.worker
         worker.bootError = (
             f"worker {worker.id} did not start within {self.limits.bootTimeout:g}s "
             "(--boot-timeout)"
@@ -542,20 +504,26 @@ class ClusterService(Service):
         worker.kill("SIGKILL")
 
     def _workerReady(self, worker: Worker) -> None:
-        self._stopWatchingBoot(worker)
+        record = self.roster.get(worker)
+        if record is None:
+            # Forked by the app's own cluster.fork(): supervised from now on.
+            record = self.roster.add(worker, Role.starting)
+        record.cancelTimer("boot")
         self._everUp = True
         now = self._reactor.seconds()
-        self._upSince[worker.id] = now
-        self._watchdog.up(worker)
-        self._bootFailures[worker.id] = 0
+        record.upSince = record.lastHeard = now
+        record.bootFailures = 0
+        if record.role is Role.starting:
+            record.enter(Role.serving)
         self._spares.workerUp()
-        if self.state is State.starting and len(self._upSince) >= self.count:
+        up = sum(1 for r in self.roster if r.upSince is not None)
+        if self.state is State.starting and up >= self.count:
             self._enter(State.running)
             self._spares.fill()
         if self.limits.maxAge:
             age = jittered(self.limits.maxAge, self.limits.jitter, self.limits.random)
-            self._later(worker.id, age, self._recycle, worker, f"older than {age:.0f}s")
-        fate = self._candidates.pop(worker.id, None)
+            self.roster.later(record, "recycle", age, self._aged, record, age)
+        fate, record.fate = record.fate, None
         if fate is not None:
             fate.callback(True)
         self._reconcile()
@@ -563,39 +531,43 @@ class ClusterService(Service):
     def _workerDied(
         self, worker: Worker, exitCode: int | None, signal: str | None
     ) -> None:
-        self._death(worker, exitCode, signal)
+        record = self.roster.get(worker)
+        if record is not None:
+            self._death(record, exitCode, signal)
         self._reconcile()
 
-    def _death(self, worker: Worker, exitCode: int | None, signal: str | None) -> None:
-        upSince = self._upSince.pop(worker.id, None)
-        failures = self._failures.pop(worker.id, 0)
-        bootFailures = self._bootFailures.pop(worker.id, 0)
-        self._watchdog.gone(worker)
-        self._stopWatchingBoot(worker)
-        self._recycling.discard(worker.id)
-        self._cancelTimers(worker.id)
-        retired = worker.id in self._retiring
-        self._retiring.discard(worker.id)
-        if worker in self._spares:
-            self._spares.died(worker, exitCode, signal)
+    def _death(
+        self, record: WorkerRecord, exitCode: int | None, signal: str | None
+    ) -> None:
+        worker = record.worker
+        role = record.role
+        how = f"was killed by {signal}" if signal else f"exited with code {exitCode}"
+        asked = role in (Role.spare, Role.retiring) and record.hung is None
+        self.roster.died(record, how, crashed=not asked and not self.master.stopping)
+        if role is Role.spare:
+            self._spares.died(
+                record,
+                worker.bootError
+                or (f"killed by {signal}" if signal else f"exit code {exitCode}"),
+            )
             return
-        fate = self._candidates.pop(worker.id, None)
+        fate, record.fate = record.fate, None
         if fate is not None:
             fate.callback(False)
             return
-        if not self.running or self.state in _ENDING or retired:
+        if not self.running or self.state in _ENDING or role is Role.retiring:
             return
-        if worker.id in self._replacing:
+        if record.replacement is not None:
             self._log.warn(
                 "Worker {id} (pid {pid}) died; worker {new}, already starting, "
                 "replaces it",
                 id=worker.id,
                 pid=worker.pid,
-                new=self._replacing[worker.id],
+                new=record.replacement.id,
             )
             return
-        how = f"was killed by {signal}" if signal else f"exited with code {exitCode}"
-        if upSince is None:
+        failures, bootFailures = record.failures, record.bootFailures
+        if record.upSince is None:
             reason = worker.bootError or f"worker {worker.id} {how} before it started"
             bootFailures += 1
             if not self._everUp or bootFailures >= self.policy.maxBootFailures:
@@ -615,7 +587,7 @@ class ClusterService(Service):
                 n=FLAPPING[0],
                 s=now - self._crashes[0],
             )
-        uptime = None if upSince is None else now - upSince
+        uptime = None if record.upSince is None else now - record.upSince
         failures = self.policy.failuresAfter(failures, uptime)
         delay = self.policy.delay(failures)
         self._log.warn(
@@ -625,25 +597,27 @@ class ClusterService(Service):
             how=how,
             delay=delay,
         )
+        self._owe(failures, bootFailures, delay)
+
+    def _owe(self, failures: int, bootFailures: int, delay: float) -> None:
+        """
+        A replacement is due in C{delay} seconds: the reconcile step then
+        starts it.
+        """
+        owed = _Owed(failures, bootFailures)
+        self._owed.append(owed)
         if delay <= 0:
-            self._fork(failures, bootFailures)
+            owed.due = True
         else:
-            self._restartLater(failures, bootFailures, delay)
+            owed.call = self._reactor.callLater(delay, self._due, owed)
 
-    def _restartLater(
-        self, failures: int, bootFailures: int, delay: float | None = None
-    ) -> None:
-        if delay is None:
-            delay = self.policy.delay(failures)
-        call = self._reactor.callLater(delay, self._restart, failures, bootFailures)
-        self._pendingRestarts.append(call)
-
-    def _restart(self, failures: int, bootFailures: int) -> None:
-        self._pendingRestarts = [c for c in self._pendingRestarts if c.active()]
-        self._fork(failures, bootFailures)
+    def _due(self, owed: _Owed) -> None:
+        owed.due = True
+        self._reconcile()
 
     def _listenError(self, worker: Worker, reason: str) -> None:
-        if worker.id in self._candidates:
+        record = self.roster.get(worker)
+        if record is not None and record.fate is not None:
             return  # A reload's new worker: the old ones still hold the address.
         self._fatal(reason)
 
@@ -658,3 +632,19 @@ class ClusterService(Service):
         self._enter(State.failed)
         self._log.critical("Stopping the cluster: {reason}", reason=reason)
         self._onFatal(reason)
+
+
+@dataclass(eq=False)
+class _Owed:
+    """
+    A replacement owed for a worker that died, and the backoff it waits.
+    """
+
+    failures: int
+    bootFailures: int
+    due: bool = False
+    call: IDelayedCall | None = None
+
+    def cancel(self) -> None:
+        if self.call is not None and self.call.active():
+            self.call.cancel()

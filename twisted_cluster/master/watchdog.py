@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-if TYPE_CHECKING:
-    from .process import Worker
+from .roster import WorkerRecord
 
 MEMORY_INTERVAL = 5.0
 """Seconds between resident-memory checks."""
@@ -22,17 +20,19 @@ MEMORY_INTERVAL = 5.0
 class Watchdog:
     """
     Every few seconds, sends each watched worker a heartbeat and reads its
-    resident memory; calls C{onHung(worker, silentSeconds)} for one that has
-    not answered for C{timeout} seconds (once), and C{onFat(worker,
-    megabytes)} for one over C{maxMemory} megabytes.  Zero turns a check off.
+    resident memory.  One that has not answered for C{timeout} seconds is
+    marked hung (L{WorkerRecord.hung}) and C{onHung(record)} called, once;
+    one over C{maxMemory} megabytes is marked for recycling
+    (L{WorkerRecord.recycle}) and C{onFat(record)} called.  Zero turns a
+    check off.
     """
 
     def __init__(
         self,
         reactor: IReactorTime,
-        watched: Callable[[], Iterable[Worker]],
-        onHung: Callable[[Worker, float], object],
-        onFat: Callable[[Worker, float], object],
+        watched: Callable[[], Iterable[WorkerRecord]],
+        onHung: Callable[[WorkerRecord], object],
+        onFat: Callable[[WorkerRecord], object],
         timeout: float = 0.0,
         maxMemory: float = 0.0,
         memoryOf: Callable[[int], float | None] | None = None,
@@ -44,9 +44,6 @@ class Watchdog:
         self._timeout = timeout
         self._maxMemory = maxMemory
         self._memoryOf = memoryOf if memoryOf is not None else residentMegabytes
-        self._lastHeard: dict[int, float] = {}
-        self._pinging: set[int] = set()
-        self._hung: set[int] = set()
         self._loop = LoopingCall(self._check)
         self._loop.clock = reactor
 
@@ -63,47 +60,41 @@ class Watchdog:
         if self._loop.running:
             self._loop.stop()
 
-    def up(self, worker: Worker) -> None:
-        """
-        C{worker} is up: its silence counts from now.
-        """
-        self._lastHeard[worker.id] = self._reactor.seconds()
-
-    def gone(self, worker: Worker) -> None:
-        self._lastHeard.pop(worker.id, None)
-        self._pinging.discard(worker.id)
-        self._hung.discard(worker.id)
-
     def _check(self) -> None:
         now = self._reactor.seconds()
-        for worker in list(self._watched()):
-            if worker.id in self._hung:
+        for record in list(self._watched()):
+            if record.hung is not None:
                 continue
             if self._timeout:
-                silent = now - self._lastHeard.get(worker.id, now)
+                heard = now if record.lastHeard is None else record.lastHeard
+                silent = now - heard
                 if silent >= self._timeout:
-                    self._hung.add(worker.id)
-                    self._onHung(worker, silent)
+                    record.hung = silent
+                    self._onHung(record)
                     continue
-                self._ping(worker)
-            if self._maxMemory and worker.pid is not None:
-                megabytes = self._memoryOf(worker.pid)
+                self._ping(record)
+            pid = record.worker.pid
+            if self._maxMemory and pid is not None and record.recycle is None:
+                megabytes = self._memoryOf(pid)
                 if megabytes is not None and megabytes > self._maxMemory:
-                    self._onFat(worker, megabytes)
+                    record.recycle = (
+                        f"{megabytes:.0f} MB resident, over {self._maxMemory:g} MB"
+                    )
+                    self._onFat(record)
 
-    def _ping(self, worker: Worker) -> None:
-        if worker.id in self._pinging:
+    def _ping(self, record: WorkerRecord) -> None:
+        if record.pinging:
             return
-        self._pinging.add(worker.id)
+        record.pinging = True
 
         def answered(_: object) -> None:
-            self._pinging.discard(worker.id)
-            self._lastHeard[worker.id] = self._reactor.seconds()
+            record.pinging = False
+            record.lastHeard = self._reactor.seconds()
 
         def unanswered(_: object) -> None:
-            self._pinging.discard(worker.id)
+            record.pinging = False
 
-        worker.heartbeat().addCallbacks(answered, unanswered)
+        record.worker.heartbeat().addCallbacks(answered, unanswered)
 
 
 def residentMegabytes(pid: int) -> float | None:
