@@ -120,8 +120,9 @@ class Master(EventEmitter):
         if scheduling is not None:
             if len(self.listeners):
                 raise ValueError("scheduling cannot change once workers listen")
-            self.scheduling.close()
+            previous = self.scheduling
             self._schedule(scheduling)
+            previous.close()
         changes: dict[str, Any] = {}
         if silent is not None:
             changes["silent"] = silent
