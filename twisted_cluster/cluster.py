@@ -114,11 +114,17 @@ def setupMaster(
     exec: str | None = None,
     args: list[str] | None = None,
     execArgv: list[str] | None = None,
+    scheduling: str | None = None,
 ) -> None:
     """
-    Change what later forks run: C{python *execArgv exec *args}.
+    Change what later forks run: C{python *execArgv exec *args}; and, before
+    any worker listens, how connections reach them: C{scheduling} is
+    C{"reuseport"} (the default), C{"shared"}, C{"roundrobin"} or
+    C{"sticky"}.
     """
-    theMaster().setupMaster(exec=exec, args=args, execArgv=execArgv)
+    theMaster().setupMaster(
+        exec=exec, args=args, execArgv=execArgv, scheduling=scheduling
+    )
 
 
 setupPrimary = setupMaster

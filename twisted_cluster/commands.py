@@ -88,6 +88,10 @@ class Request(amp.Argument):
         return ListenRequest.fromBytes(inString)
 
 
+OWN_SLOT = -1
+"""The slot in a L{Listen} for the sockets of the asking worker's own slot."""
+
+
 class Listen(amp.Command):
     """
     Worker to master: give me the shared listening socket for this listen
@@ -97,13 +101,14 @@ class Listen(amp.Command):
 
     arguments = [
         (b"request", Request()),
-        (b"slot", amp.Integer()),  # which worker slot's socket; -1: the asker's
+        (b"slot", amp.Integer()),  # which worker slot's socket; OWN_SLOT: the asker's
     ]
     response = [
         (b"descriptor", amp.Descriptor()),
         (b"family", amp.Integer()),
-        # With round robin, the listener id connections will come under; else -1.
-        (b"roundRobin", amp.Integer()),
+        # When the master accepts and hands connections over (Connection),
+        # the listener id they come under; absent when the worker accepts.
+        (b"listener", amp.Integer(optional=True)),
     ]
     errors = {ListenFailed: b"LISTEN_FAILED"}
 
@@ -200,8 +205,8 @@ class NotListening(Exception):
 
 class Connection(amp.Command):
     """
-    Master to worker (round robin): a connection the master accepted on
-    listener C{listener}; yours now.
+    Master to worker: a connection the master accepted on listener
+    C{listener} (the id its L{Listen} answer gave); yours now.
     """
 
     arguments = [(b"listener", amp.Integer()), (b"descriptor", amp.Descriptor())]
@@ -211,8 +216,8 @@ class Connection(amp.Command):
 
 class Closed(amp.Command):
     """
-    Worker to master (round robin): C{count} of the connections you handed me
-    have closed since I last said.  Sent at most once per turn.
+    Worker to master: C{count} of the connections you handed me (by
+    L{Connection}) have closed since I last said.  Sent at most once per turn.
     """
 
     arguments = [(b"count", amp.Integer())]

@@ -22,8 +22,9 @@ from .heap import freezeOnceServing, holdCollection
 from .internals import appendToLogFiles, exitTwistdWith
 from .limits import MAX_MESSAGE_SIZE
 from .master.lean import withoutTLS
-from .master.listeners import SCHEDULING, parseBind
+from .master.listeners import parseBind
 from .master.restart import RestartPolicy
+from .master.scheduling import SCHEDULING
 from .worker.logging import RELAY, STDOUT
 
 if TYPE_CHECKING:
@@ -165,7 +166,9 @@ class Options(usage.Options):
                 "reuseport",
                 "How connections reach workers: reuseport (a socket per worker, "
                 "balanced by the kernel; Linux), roundrobin (the master hands each "
-                "to the least busy worker) or shared (one socket).",
+                "to the least busy worker), sticky (as roundrobin, but a client "
+                "address keeps going to one worker while it lives) or shared "
+                "(one socket).",
             ],
             [
                 "reload-batch",

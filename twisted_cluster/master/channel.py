@@ -135,13 +135,13 @@ class MasterChannel(Channel):
             sock = self._worker._listen(request, slot)
         except BindError as e:
             raise ListenFailed(str(e)) from None
-        roundRobin = self._worker._master._distribute(self._worker, request, sock)
+        listener = self._worker._master._distribute(self._worker, request, sock)
         # The socket stays open in the master, as the descriptor must until
         # the worker has it.
         return {
             "descriptor": sock.fileno(),
             "family": int(sock.family),
-            "roundRobin": roundRobin,
+            "listener": listener,
         }
 
     @Unlisten.responder

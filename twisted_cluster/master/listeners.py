@@ -14,6 +14,7 @@ import os
 import socket
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -145,35 +146,32 @@ def bind(request: ListenRequest, reusePort: bool = False) -> socket.socket:
     return sock
 
 
-SCHEDULING = ("reuseport", "shared", "roundrobin")
-"""The ways the master can spread connections over workers."""
-
-
 class Listeners:
     """
     The sockets the master shares with its workers.
 
-    With the C{shared} policy, every worker gets the one socket of an
-    address.  With C{reuseport} (Linux), each worker slot gets a TCP socket
-    of its own on the same port and the kernel spreads new connections evenly
-    over them, without the master touching any; a slot's socket outlives its
-    worker, so a replacement in that slot serves what queued meanwhile.  UNIX
-    and UDP addresses are shared either way.
+    Every worker gets the one socket of an address, unless the scheduling
+    policy gives each worker slot a socket of its own (C{reuseport}: TCP
+    sockets on the same port, over which the kernel spreads new connections,
+    without the master touching any); a slot's socket outlives its worker,
+    so a replacement in that slot serves what queued meanwhile.
+
+    @ivar slotNumbers: the worker slots that have sockets of their own.
     """
 
     _log = Logger()
 
-    def __init__(self, scheduling: str = "reuseport") -> None:
-        if scheduling not in SCHEDULING:
-            raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING)}")
-        if scheduling == "reuseport" and not REUSEPORT:
-            self._log.warn("SO_REUSEPORT does not balance here; sharing one socket")
-            scheduling = "shared"
-        self.scheduling = scheduling
+    def __init__(
+        self, perSlot: Callable[[ListenRequest], bool] = lambda request: False
+    ) -> None:
+        """
+        @param perSlot: whether the policy gives each worker slot a socket of
+            its own for a request's address.
+        """
+        self._policyPerSlot = perSlot
         self._sockets: dict[tuple[object, ...], socket.socket] = {}
         self._paths: list[str] = []
         self._locks: dict[str, FilesystemLock] = {}
-        # The worker slots that have sockets of their own.
         self.slotNumbers: set[int] = set()
         # Addresses bound ahead (before dropping privileges): one socket for
         # every slot, as another could not be bound now.
@@ -194,11 +192,7 @@ class Listeners:
         Whether each worker slot has a socket of its own for C{request}'s
         address; else every worker shares one.
         """
-        return (
-            self.scheduling == "reuseport"
-            and request.kind == "tcp"
-            and request.key not in self._bound
-        )
+        return self._policyPerSlot(request) and request.key not in self._bound
 
     def socketFor(self, request: ListenRequest, slot: int = 0) -> socket.socket:
         """

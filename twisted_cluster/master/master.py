@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -30,9 +30,9 @@ from ..events import EventEmitter
 from ..request import ListenRequest
 from .listeners import BindError, Listeners
 from .observer import IWorkerObserver
-from .process import Worker
+from .process import SPARE_SLOT, Worker
 from .report import REPORT_FD_ENV, reportFromEnvironment
-from .roundrobin import RoundRobin
+from .scheduling import IScheduling, byName
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,8 @@ class Master(EventEmitter):
     @ivar maxMessage: the most bytes of JSON one message may take, either
         way, for workers forked from now on; a worker that sends more is cut
         off.
+    @ivar scheduling: how connections reach the workers; every decision
+        that depends on the policy is its.
     """
 
     _log = Logger()
@@ -80,7 +82,7 @@ class Master(EventEmitter):
         self,
         reactor: IReactorProcess | None = None,
         environ: Mapping[str, str] | None = None,
-        scheduling: str = "reuseport",
+        scheduling: str | IScheduling = "reuseport",
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -91,7 +93,6 @@ class Master(EventEmitter):
         self._environ = environ if environ is not None else os.environ
         self.workers: dict[int, Worker] = {}
         self.settings = Settings()
-        self.listeners = Listeners(scheduling)
         self.stopping = False
         self.maxMessage = MAX_MESSAGE_SIZE
         # The cluster's own parts, told what Node's events do not carry.
@@ -99,7 +100,7 @@ class Master(EventEmitter):
         # The supervisor's word on whether a worker is in service (not being
         # retired, nor hung): its records are the one source of that.
         self.inService: Callable[[Worker], bool] = lambda worker: True
-        self._roundRobin = RoundRobin(self._reactor, self.takesConnections)
+        self._schedule(scheduling)
         self._lastId = 0
         report = reportFromEnvironment(self._reactor, self._environ)  # type: ignore[arg-type]
         if report is not None:
@@ -112,16 +113,19 @@ class Master(EventEmitter):
         args: list[str] | None = None,
         execArgv: list[str] | None = None,
         silent: bool | None = None,
-        scheduling: str | None = None,
+        scheduling: str | IScheduling | None = None,
     ) -> None:
         """
-        Change what later forks run; C{scheduling} (C{"reuseport"} or
-        C{"shared"}) only before any worker has listened.
+        Change what later forks run; C{scheduling} (one of
+        L{twisted_cluster.master.scheduling.SCHEDULING}, or a policy) only
+        before any worker has listened.
         """
         if scheduling is not None:
             if len(self.listeners):
                 raise ValueError("scheduling cannot change once workers listen")
-            self.listeners = Listeners(scheduling)
+            previous = self.scheduling
+            self._schedule(scheduling)
+            previous.close()
         changes: dict[str, Any] = {}
         if silent is not None:
             changes["silent"] = silent
@@ -135,6 +139,12 @@ class Master(EventEmitter):
         self.emit("setup", self.settings)
 
     setupPrimary = setupMaster
+
+    def _schedule(self, scheduling: str | IScheduling) -> None:
+        if isinstance(scheduling, str):
+            scheduling = byName(scheduling, self._reactor, self.takesConnections)
+        self.scheduling: IScheduling = scheduling
+        self.listeners = Listeners(scheduling.perSlot)
 
     def fork(
         self, env: Mapping[str, str] | None = None, slot: int | None = None
@@ -181,7 +191,12 @@ class Master(EventEmitter):
 
     def _freeSlot(self) -> int:
         owned = {w.slots[0] for w in self.workers.values() if not w.standby}
-        held = {slot for w in self.workers.values() for slot in w.slots if slot >= 0}
+        held = {
+            slot
+            for w in self.workers.values()
+            for slot in w.slots
+            if slot != SPARE_SLOT
+        }
         orphans = held - owned
         if orphans:
             return min(orphans)
@@ -189,74 +204,45 @@ class Master(EventEmitter):
 
     def handOff(self, leaving: Worker) -> Deferred[None]:
         """
-        Make sure each slot C{leaving} serves stays served: a worker that
-        stays adopts any that no other worker serves.  Fires once they do.
+        Make sure what C{leaving} serves stays served (under C{reuseport}, a
+        worker that stays adopts each slot that no other worker serves).
+        Fires once it is.
         """
-        if self.listeners.scheduling != "reuseport" or self.stopping:
-            return succeed(None)
-        stayers = [
-            w
-            for w in self.workers.values()
-            if w is not leaving and w.state == "listening" and self.takesConnections(w)
-        ]
-        adoptions = []
-        for slot in leaving.slots:
-            if slot < 0 or not stayers or any(slot in w.slots for w in stayers):
-                continue
-            heir = min(stayers, key=lambda w: len(w.slots))
-            adoptions.append(heir.adopt(slot))
-        return gatherResults(adoptions, consumeErrors=True).addCallback(lambda _: None)
+        return self.scheduling.handOff(leaving, self)
 
     def spare(self, env: Mapping[str, str] | None = None) -> Worker:
         """
         Start a spare: a worker that loads the app, then waits until
         L{Worker.start} gives it a slot, so that it serves within moments.
         """
-        return self.fork({**(env or {}), STANDBY_ENV: "1"}, slot=-1)
+        return self.fork({**(env or {}), STANDBY_ENV: "1"}, slot=SPARE_SLOT)
 
     def _slotServed(self, worker: Worker) -> None:
-        # Its new owner listens: whoever stood in for it can let go.
-        for other in self.workers.values():
-            if other is not worker:
-                other.release(worker.slots[0]).addErrback(self._unheard, other)
-        # And it serves any slot left with nobody (its worker went when no
-        # other could adopt it): the kernel still queues connections there.
-        if self.listeners.scheduling == "reuseport" and not self.stopping:
-            served = {
-                slot
-                for w in self.workers.values()
-                if self.takesConnections(w) and w.state == "listening"
-                for slot in w.slots
-            }
-            # A slot whose own worker is starting is not left with nobody.
-            served |= {
-                w.slots[0]
-                for w in self.workers.values()
-                if not w.isDead() and not w.exitedAfterDisconnect
-            }
-            for slot in sorted(self.listeners.slotNumbers - served):
-                worker.adopt(slot).addErrback(self._unheard, worker)
+        # It listens in its own slot now.
+        self.scheduling.served(worker, self)
 
-    def _unheard(self, failure: Failure, worker: Worker) -> None:
+    def unheard(self, failure: Failure, worker: Worker) -> None:
+        """
+        Log that C{worker} did not answer a command, unless it is gone.
+        """
         if not worker.isDead() and not channelGone(failure):
             self._log.failure("Worker {id} did not answer", failure, id=worker.id)
 
     def _distribute(
         self, worker: Worker, request: ListenRequest, sock: socket.socket
-    ) -> int:
+    ) -> int | None:
         """
-        With round robin, have C{worker} take C{sock}'s connections from the
-        master; the listener id they come under, else -1.
+        The listener id under which the master will hand C{worker} the
+        connections it accepts on C{sock}, or C{None} if the worker accepts
+        them itself.
         """
-        if self.listeners.scheduling != "roundrobin" or request.kind != "tcp":
-            return -1
-        return self._roundRobin.subscribe(sock, worker)
+        return self.scheduling.listening(worker, request, sock)
 
     def closeSockets(self) -> None:
         """
         Close every listening socket: the cluster has stopped.
         """
-        self._roundRobin.close()
+        self.scheduling.close()
         self.listeners.close()
 
     def _listenFor(
@@ -282,10 +268,10 @@ class Master(EventEmitter):
         mine = set(worker.slots) if self.listeners.perSlot(request) else set()
         for slot, sock in self.listeners.sockets(request).items():
             if not others or (slot in mine and slot not in served):
-                self._roundRobin.drop(sock)
+                self.scheduling.closing(sock)
                 self.listeners.closeSocket(request, slot)
             else:
-                self._roundRobin.unsubscribe(sock, worker)
+                self.scheduling.unlistened(worker, sock)
 
     def takesConnections(self, worker: Worker) -> bool:
         """
@@ -300,5 +286,5 @@ class Master(EventEmitter):
 
     def _forget(self, worker: Worker) -> None:
         self.workers.pop(worker.id, None)
-        self._roundRobin.forget(worker)
-        self.handOff(worker).addErrback(self._unheard, worker)
+        self.scheduling.forget(worker)
+        self.handOff(worker).addErrback(self.unheard, worker)

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from ..commands import (
     CHANNEL_FD,
     LIFELINE_FD,
+    OWN_SLOT,
     Adopt,
     ChannelFactory,
     Connection,
@@ -48,8 +49,11 @@ if TYPE_CHECKING:
     from .master import Master
 
 
-MINE = -1
+MINE = OWN_SLOT
 """The slot of a listen request for the asking worker's own sockets."""
+
+SPARE_SLOT = -1
+"""The slot of a spare that has not been told to start."""
 
 MAX_LISTENS = 256
 """The most different addresses one worker may listen on."""
@@ -183,7 +187,7 @@ class Worker(EventEmitter):
         """
         Whether it is a spare that has not been told to start.
         """
-        return self.slots[0] < 0
+        return self.slots[0] == SPARE_SLOT
 
     def start(self, slot: int) -> Deferred[None]:
         """
@@ -249,7 +253,7 @@ class Worker(EventEmitter):
         if self.isDead():
             return succeed(self)
         self.exitedAfterDisconnect = True
-        self._master._roundRobin.forget(self)
+        self._master.scheduling.forget(self)
         if self._channel is not None:
             self._channel.callRemote(Disconnect).addErrback(lambda _: None)
         else:

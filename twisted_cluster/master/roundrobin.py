@@ -15,10 +15,14 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from ..request import ListenRequest
+from .scheduling import IScheduling, Pool
 
 if TYPE_CHECKING:
     from .process import Worker
@@ -125,8 +129,21 @@ class Distributor:
         self._next = chosen
         return best
 
+    def _choose(self, connection: socket.socket, tried: list[Worker]) -> Worker | None:
+        """
+        The worker C{connection} goes to, none of C{tried}; C{None} if no
+        subscriber can take it.
+        """
+        return self._pick(tried)
+
+    def subscribes(self, worker: Worker) -> bool:
+        """
+        Whether C{worker} takes this socket's connections.
+        """
+        return worker in self._subscribers
+
     def _dispatch(self, connection: socket.socket, tried: list[Worker]) -> None:
-        worker = self._pick(tried)
+        worker = self._choose(connection, tried)
         if worker is None:
             # Every subscriber has gone or is going: keep it for the next
             # worker that listens, as the backlog keeps the rest.
@@ -151,34 +168,56 @@ class Distributor:
         )
 
 
+@implementer(IScheduling)
 class RoundRobin:
     """
-    The master's distributors, one per listening socket.
+    The master accepts each TCP connection and hands it to the least busy
+    worker listening there: one L{Distributor} per listening socket.
     """
+
+    name = "roundrobin"
 
     def __init__(self, reactor: Any, available: Callable[[Worker], bool]) -> None:
         self._reactor = reactor
         self._available = available
         self._distributors: dict[int, Distributor] = {}
 
-    def subscribe(self, sock: socket.socket, worker: Worker) -> int:
+    def _distributor(self, sock: socket.socket, listenerId: int) -> Distributor:
+        return Distributor(self._reactor, sock, listenerId, self._available)
+
+    def perSlot(self, request: ListenRequest) -> bool:
+        return False
+
+    def listening(
+        self, worker: Worker, request: ListenRequest, sock: socket.socket
+    ) -> int | None:
         """
-        Have C{worker} take connections from C{sock}; return the listener id
-        it will be handed them under.
+        Have C{worker} take C{sock}'s connections from the master (TCP only:
+        UNIX and UDP sockets are shared); the listener id it will be handed
+        them under.
         """
+        if request.kind != "tcp":
+            return None
         key = sock.fileno()
         distributor = self._distributors.get(key)
         if distributor is None:
-            distributor = Distributor(self._reactor, sock, key, self._available)
+            distributor = self._distributor(sock, key)
             self._distributors[key] = distributor
         distributor.subscribe(worker)
         return key
+
+    def served(self, worker: Worker, pool: Pool) -> None:
+        pass
+
+    def handOff(self, leaving: Worker, pool: Pool) -> Deferred[None]:
+        # The others are handed what it no longer takes, as they are anyway.
+        return succeed(None)
 
     def forget(self, worker: Worker) -> None:
         for distributor in self._distributors.values():
             distributor.unsubscribe(worker)
 
-    def unsubscribe(self, sock: socket.socket, worker: Worker) -> None:
+    def unlistened(self, worker: Worker, sock: socket.socket) -> None:
         """
         Hand C{worker} no more of C{sock}'s connections.
         """
@@ -186,7 +225,7 @@ class RoundRobin:
         if distributor is not None:
             distributor.unsubscribe(worker)
 
-    def drop(self, sock: socket.socket) -> None:
+    def closing(self, sock: socket.socket) -> None:
         """
         Stop accepting on C{sock}: it is about to close.
         """

@@ -134,7 +134,7 @@ class WorkerChannel(Channel):
 
     @Connection.responder
     def connection(self, listener: int, descriptor: int) -> dict[str, Any]:
-        port = self._worker.ports.roundRobin.get(listener)
+        port = self._worker.ports.handed.get(listener)
         if port is None or not port.connected or self._worker.isDisconnecting():
             os.close(descriptor)
             raise NotListening()
@@ -329,12 +329,12 @@ class ThisWorker(EventEmitter):
             )
         except ListenFailed as e:
             raise OSError(str(e)) from None
-        return Answer(answer["descriptor"], answer["family"], answer["roundRobin"])
+        return Answer(answer["descriptor"], answer["family"], answer["listener"])
 
     def _requestSlot(self, request: ListenRequest, slot: int) -> Deferred[Answer]:
         d = self._channel.callRemote(Listen, request=request, slot=slot)
         return d.addCallback(
-            lambda a: Answer(a["descriptor"], a["family"], a["roundRobin"])
+            lambda a: Answer(a["descriptor"], a["family"], a["listener"])
         )
 
     def _unlistened(self, request: ListenRequest) -> None:

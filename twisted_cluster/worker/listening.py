@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol, ServerFactory
 from twisted.logger import Logger
 
+from ..commands import OWN_SLOT
 from ..internals import (
     adoptListeningPort,
     httpChannelOf,
@@ -39,13 +40,13 @@ class Answer(NamedTuple):
     """
     The master's answer to a listen request.
 
-    @ivar roundRobin: the listener id the master hands connections under,
-        when it distributes them itself; else -1.
+    @ivar listener: the listener id the master hands connections under,
+        when it accepts them itself; else C{None} (the worker accepts).
     """
 
     descriptor: int
     family: int
-    roundRobin: int = -1
+    listener: int | None = None
 
 
 RequestSocket = Callable[[ListenRequest], Answer]
@@ -54,7 +55,7 @@ RequestSocket = Callable[[ListenRequest], Answer]
 RequestSlot = Callable[[ListenRequest, int], "Deferred[Answer]"]
 """Ask the master for a request's socket in another worker slot."""
 
-MINE = -1
+MINE = OWN_SLOT
 """The slot of the worker asking."""
 
 
@@ -313,7 +314,8 @@ class SharedPorts:
         self._slots: dict[int, list[IListeningPort]] = {}
         self._released: list[IListeningPort] = []
         self._own: dict[str, Callable[..., IListeningPort]] = {}
-        self.roundRobin: dict[int, _RoundRobinPort] = {}
+        # The ports the master hands connections to, by listener id.
+        self.handed: dict[int, _RoundRobinPort] = {}
         self.ports: list[IListeningPort] = []
         self.private = False
         self.leaving = False
@@ -342,14 +344,18 @@ class SharedPorts:
             return self._own["tcp"](port, factory, backlog, interface)
         request = self._request("tcp", interface=interface, port=port, backlog=backlog)
         answer = self._socketFor(request)
-        if answer.roundRobin >= 0:
-            return self._takeFromMaster(request, answer, factory)
+        if answer.listener is not None:
+            return self._takeFromMaster(request, answer, answer.listener, factory)
         adopted = self._adoptTCP(answer.descriptor, answer.family, factory, request)
         self._tcp.append((request, factory))
         return adopted
 
     def _takeFromMaster(
-        self, request: ListenRequest, answer: Answer, factory: ServerFactory
+        self,
+        request: ListenRequest,
+        answer: Answer,
+        listener: int,
+        factory: ServerFactory,
     ) -> IListeningPort:
         try:
             port = adoptListeningPort(
@@ -362,7 +368,7 @@ class SharedPorts:
         finally:
             os.close(answer.descriptor)
         port.handedBack = self._handedBack
-        self.roundRobin[answer.roundRobin] = port
+        self.handed[listener] = port
         return self._start(port, request)
 
     def _adoptTCP(
