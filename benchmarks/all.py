@@ -60,11 +60,25 @@ def goals(throughput: list[dict], startup: dict, messages: dict) -> list[str]:
     twistd = by["twistd -ny (one process)"]
     one = by["cluster, 1 worker"]
     two = next(r for r in throughput if r["setup"].endswith("reuseport"))
+    quietTwistd = by["twistd -ny, access log off"]
+    quietOne = by["cluster, 1 worker, access log off"]
     rows = [
         ("2 workers, default policy, vs one twistd", two["ratio"], ">=", 1.75),
         ("  per-worker max/min, median of rounds", two["splitMedian"], "<=", 1.10),
         ("  per-worker max/min, worst round", two["splitWorst"], "<=", 1.25),
         ("1 worker vs one twistd", one["ratio"], ">=", 0.97),
+        (
+            "CPU/request, 1 worker / twistd, no access log",
+            quietOne["cpuPerRequest"] / quietTwistd["cpuPerRequest"],
+            "<=",
+            1.03,
+        ),
+        (
+            "  the same, the worker alone / twistd",
+            quietOne["servingCpuPerRequest"] / quietTwistd["cpuPerRequest"],
+            "<=",
+            1.03,
+        ),
         ("SIGKILL to replacement serving, ms", startup["replacementMs"], "<", 150),
         ("cold start of 2 workers, ms", startup["coldStartMs"], "<", 500),
         (

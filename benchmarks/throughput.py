@@ -1,14 +1,19 @@
 """
 Throughput and balance: one plain Twisted process against our cluster with 1
 and N workers under each scheduling policy, and Node's cluster when node is
-installed, interleaved over several rounds on the same hello world.
+installed, interleaved over several rounds on the same hello world.  The
+same pair, plain twistd and a 1-worker cluster, also runs an app whose
+access log is off (benchmarks/quiet.tac): a worker's log path is cheaper
+than twistd's, so only there does the CPU per request show what the
+cluster itself costs on the data path.
 
     .venv/bin/python benchmarks/throughput.py [--rounds 3] [--seconds 5] [--json F]
 
 Prints each run, then per setup the median req/s, its ratio to the plain
 Twisted process of the same rounds, the per-worker split (max/min requests,
 median and worst round), the server's CPU time per request (all its
-processes, user and system), and memory (resident MiB of the largest worker
+processes, user and system, and of the serving processes alone: the
+workers, or the one twistd), and memory (resident MiB of the largest worker
 and of the master, read at the end of a run).  --json writes the same
 summary as data.
 """
@@ -35,6 +40,7 @@ from pathlib import Path
 from _cluster import APP, TWISTD, freePort
 
 HERE = Path(__file__).resolve().parent
+QUIET = HERE / "quiet.tac"
 
 
 @dataclass
@@ -45,25 +51,21 @@ class Setup:
     workers: int = 1
     runs: list[tuple[float, float]] = field(default_factory=list)  # req/s, max/min
     cpu: list[float] = field(default_factory=list)  # microseconds per request
+    servingCpu: list[float] = field(default_factory=list)  # the same, workers only
     memory: list[tuple[float, list[float]]] = field(default_factory=list)
 
 
 def setups(workers: int) -> list[Setup]:
-    cluster = [
-        TWISTD,
-        "-n",
-        "--pidfile=",
-        "--logfile={log}",
-        "cluster",
-        "--app",
-        str(APP),
-    ]
+    twistd = [TWISTD, "-n", "--pidfile=", "--logfile={log}"]
+    cluster = [*twistd, "cluster", "--app", str(APP)]
     found = [
-        Setup(
-            "twistd -ny (one process)",
-            [TWISTD, "-n", "--pidfile=", "--logfile={log}", "-y", str(APP)],
-        ),
+        Setup("twistd -ny (one process)", [*twistd, "-y", str(APP)]),
         Setup("cluster, 1 worker", [*cluster, "-w", "1"]),
+        Setup("twistd -ny, access log off", [*twistd, "-y", str(QUIET)]),
+        Setup(
+            "cluster, 1 worker, access log off",
+            [*twistd, "cluster", "--app", str(QUIET), "-w", "1"],
+        ),
     ]
     for policy in ("reuseport", "shared", "roundrobin"):
         found.append(
@@ -109,6 +111,15 @@ def cpuSeconds(pids: list[int]) -> float:
         if fields is not None:
             ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def isSpare(pid: int) -> bool:
+    """Whether process C{pid} was started as a warm spare."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return b"TWISTED_CLUSTER_STANDBY=1" in f.read().split(b"\0")
+    except OSError:
+        return False
 
 
 def descendants(pid: int) -> list[int]:
@@ -211,14 +222,21 @@ def main() -> None:
                 wrk(port, 1, options.connections, options.threads)  # warm up
                 tree = [process.pid, *descendants(process.pid)]
                 before = cpuSeconds(tree)
-                rate, counts = wrk(
-                    port, options.seconds, options.connections, options.threads
-                )
-                used = cpuSeconds(tree) - before
-                setup.cpu.append(used / (rate * options.seconds) * 1e6)
                 workers = (
                     tree[1:] if setup.workers > 1 or "cluster" in setup.name else []
                 )
+                # A warm spare serves nothing: its start-up is the cluster's
+                # cost, not the data path's.
+                served = [p for p in workers if not isSpare(p)] or tree
+                servingBefore = cpuSeconds(served)
+                rate, counts = wrk(
+                    port, options.seconds, options.connections, options.threads
+                )
+                requests = rate * options.seconds
+                used = cpuSeconds(tree) - before
+                serving = cpuSeconds(served) - servingBefore
+                setup.cpu.append(used / requests * 1e6)
+                setup.servingCpu.append(serving / requests * 1e6)
                 if workers:
                     setup.memory.append(
                         (resident(process.pid), [resident(p) for p in workers])
@@ -239,7 +257,7 @@ def main() -> None:
     print()
     print(
         f"{'setup':34s} {'req/s':>9s} {'vs twistd':>9s}"
-        f" {'max/min (median, worst)':>24s} {'us CPU/req':>10s}"
+        f" {'max/min (median, worst)':>24s} {'us CPU/req':>10s} {'serving':>8s}"
         f" {'RSS MiB worker / master':>24s}"
     )
     for row in summary:
@@ -253,7 +271,8 @@ def main() -> None:
         )
         print(
             f"{row['setup']:34s} {row['rate']:9.0f} {row['ratio']:9.2f} {split:>24s}"
-            f" {row['cpuPerRequest']:10.1f} {memory:>24s}"
+            f" {row['cpuPerRequest']:10.1f} {row['servingCpuPerRequest']:8.1f}"
+            f" {memory:>24s}"
         )
     if options.json:
         with open(options.json, "w") as f:
@@ -277,6 +296,8 @@ def summarise(all_: list[Setup]) -> list[dict[str, object]]:
                 "splitMedian": statistics.median(splits),
                 "splitWorst": max(splits),
                 "cpuPerRequest": statistics.median(setup.cpu),
+                "servingCpuPerRequest": statistics.median(setup.servingCpu),
+                "cpuRounds": setup.cpu,
                 "workerMiB": max(workers),
                 "masterMiB": master,
             }
