@@ -11,10 +11,12 @@ from twisted.internet.defer import succeed
 from twisted.logger import LogLevel, eventAsJSON
 from twisted.protocols import amp
 from twisted.test import iosim
+from zope.interface.verify import verifyObject
 
 from twisted_cluster.commands import BigBytes, Listen, Online, Ready
 from twisted_cluster.master.logs import WorkerLogRelay
 from twisted_cluster.master.master import Master
+from twisted_cluster.master.process import IWorkerHost
 from twisted_cluster.master.restart import RestartPolicy
 from twisted_cluster.request import ListenRequest
 
@@ -343,3 +345,15 @@ def test_publicEventsAreNodesOnly(tmp_path) -> None:
     node = {"fork", "online", "listening", "message", "disconnect", "death", "setup"}
     assert set(emitted) <= node, set(emitted) - node
     master.listeners.close()
+
+
+def test_aWorkerReachesItsMasterThroughItsHostAlone() -> None:
+    """
+    A worker handle is built with an L{IWorkerHost} and a reactor, and
+    touches no other part of the master: it holds no reference to it.
+    """
+    master = Master(FakeProcessReactor(), environ={})
+    worker = master.fork()
+    host = worker._host
+    assert verifyObject(IWorkerHost, host)
+    assert master not in vars(worker).values()

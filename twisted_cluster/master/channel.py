@@ -132,10 +132,9 @@ class MasterChannel(Channel):
     @Listen.responder
     def listen(self, request: ListenRequest, slot: int) -> dict[str, Any]:
         try:
-            sock = self._worker._listen(request, slot)
+            sock, listener = self._worker._listen(request, slot)
         except BindError as e:
             raise ListenFailed(str(e)) from None
-        listener = self._worker._master._distribute(self._worker, request, sock)
         # The socket stays open in the master, as the descriptor must until
         # the worker has it.
         return {

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..commands import (
     MAX_MESSAGE_ENV,
@@ -30,7 +31,7 @@ from ..events import EventEmitter
 from ..request import ListenRequest
 from .listeners import BindError, Listeners
 from .observer import IWorkerObserver
-from .process import SPARE_SLOT, Worker
+from .process import SPARE_SLOT, IWorkerHost, Worker
 from .report import REPORT_FD_ENV, reportFromEnvironment
 from .scheduling import IScheduling, byName
 
@@ -97,6 +98,7 @@ class Master(EventEmitter):
         self.maxMessage = MAX_MESSAGE_SIZE
         # The cluster's own parts, told what Node's events do not carry.
         self.observers: list[IWorkerObserver] = []
+        self._host = _Host(self)
         # The supervisor's word on whether a worker is in service (not being
         # retired, nor hung): its records are the one source of that.
         self.inService: Callable[[Worker], bool] = lambda worker: True
@@ -157,7 +159,13 @@ class Master(EventEmitter):
             a worker that went, else a new one.
         """
         self._lastId += 1
-        worker = Worker(self, self._lastId, self._freeSlot() if slot is None else slot)
+        worker = Worker(
+            self._host,
+            self._reactor,  # type: ignore[arg-type]
+            self._lastId,
+            self.freeSlot() if slot is None else slot,
+            self.maxMessage,
+        )
         environ = {
             **self._environ,
             **(env or {}),
@@ -189,7 +197,11 @@ class Master(EventEmitter):
 
         return d.addCallback(closed)
 
-    def _freeSlot(self) -> int:
+    def freeSlot(self) -> int:
+        """
+        The slot the next worker takes: the lowest whose worker went and
+        that a stand-in serves, else the lowest nobody holds.
+        """
         owned = {w.slots[0] for w in self.workers.values() if not w.standby}
         held = {
             slot
@@ -217,10 +229,6 @@ class Master(EventEmitter):
         """
         return self.fork({**(env or {}), STANDBY_ENV: "1"}, slot=SPARE_SLOT)
 
-    def _slotServed(self, worker: Worker) -> None:
-        # It listens in its own slot now.
-        self.scheduling.served(worker, self)
-
     def unheard(self, failure: Failure, worker: Worker) -> None:
         """
         Log that C{worker} did not answer a command, unless it is gone.
@@ -228,50 +236,12 @@ class Master(EventEmitter):
         if not worker.isDead() and not channelGone(failure):
             self._log.failure("Worker {id} did not answer", failure, id=worker.id)
 
-    def _distribute(
-        self, worker: Worker, request: ListenRequest, sock: socket.socket
-    ) -> int | None:
-        """
-        The listener id under which the master will hand C{worker} the
-        connections it accepts on C{sock}, or C{None} if the worker accepts
-        them itself.
-        """
-        return self.scheduling.listening(worker, request, sock)
-
     def closeSockets(self) -> None:
         """
         Close every listening socket: the cluster has stopped.
         """
         self.scheduling.close()
         self.listeners.close()
-
-    def _listenFor(
-        self, worker: Worker, request: ListenRequest, slot: int
-    ) -> socket.socket:
-        try:
-            return self.listeners.socketFor(request, slot)
-        except BindError as e:
-            self._log.error("Worker {id}: {error}", id=worker.id, error=str(e))
-            for observer in list(self.observers):
-                observer.listenFailed(worker, str(e))
-            raise
-
-    def _unlistened(self, worker: Worker, request: ListenRequest) -> None:
-        # Its app stopped listening there: close what no one else serves, so
-        # that new connections are refused rather than left unaccepted.
-        others = [
-            w
-            for w in self.workers.values()
-            if w is not worker and w.listensOn(request.key)
-        ]
-        served = {slot for w in others for slot in w.slots}
-        mine = set(worker.slots) if self.listeners.perSlot(request) else set()
-        for slot, sock in self.listeners.sockets(request).items():
-            if not others or (slot in mine and slot not in served):
-                self.scheduling.closing(sock)
-                self.listeners.closeSocket(request, slot)
-            else:
-                self.scheduling.unlistened(worker, sock)
 
     def takesConnections(self, worker: Worker) -> bool:
         """
@@ -284,7 +254,71 @@ class Master(EventEmitter):
             and self.inService(worker)
         )
 
-    def _forget(self, worker: Worker) -> None:
-        self.workers.pop(worker.id, None)
-        self.scheduling.forget(worker)
-        self.handOff(worker).addErrback(self.unheard, worker)
+
+@implementer(IWorkerHost)
+class _Host:
+    """
+    What a L{Worker} may ask of its L{Master}, and nothing else.
+    """
+
+    _log = Logger()
+
+    def __init__(self, master: Master) -> None:
+        self._master = master
+
+    def emit(self, event: str, *args: object) -> None:
+        self._master.emit(event, *args)
+
+    def workerReady(self, worker: Worker) -> None:
+        for observer in list(self._master.observers):
+            observer.workerReady(worker)
+
+    def spareListened(self, worker: Worker) -> None:
+        for observer in list(self._master.observers):
+            observer.spareListened(worker)
+
+    def socketFor(
+        self, worker: Worker, request: ListenRequest, slot: int
+    ) -> socket.socket:
+        try:
+            return self._master.listeners.socketFor(request, slot)
+        except BindError as e:
+            self._log.error("Worker {id}: {error}", id=worker.id, error=str(e))
+            for observer in list(self._master.observers):
+                observer.listenFailed(worker, str(e))
+            raise
+
+    def distribute(
+        self, worker: Worker, request: ListenRequest, sock: socket.socket
+    ) -> int | None:
+        return self._master.scheduling.listening(worker, request, sock)
+
+    def unlistened(self, worker: Worker, request: ListenRequest) -> None:
+        # Its app stopped listening there: close what no one else serves, so
+        # that new connections are refused rather than left unaccepted.
+        master = self._master
+        others = [
+            w
+            for w in master.workers.values()
+            if w is not worker and w.listensOn(request.key)
+        ]
+        served = {slot for w in others for slot in w.slots}
+        mine = set(worker.slots) if master.listeners.perSlot(request) else set()
+        for slot, sock in master.listeners.sockets(request).items():
+            if not others or (slot in mine and slot not in served):
+                master.scheduling.closing(sock)
+                master.listeners.closeSocket(request, slot)
+            else:
+                master.scheduling.unlistened(worker, sock)
+
+    def served(self, worker: Worker) -> None:
+        self._master.scheduling.served(worker, self._master)
+
+    def leaving(self, worker: Worker) -> None:
+        self._master.scheduling.forget(worker)
+
+    def gone(self, worker: Worker) -> None:
+        master = self._master
+        master.workers.pop(worker.id, None)
+        master.scheduling.forget(worker)
+        master.handOff(worker).addErrback(master.unheard, worker)

@@ -8,7 +8,7 @@ import os
 import signal as signals
 import socket
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Literal, cast
 
 from twisted.internet import address as addresses
 from twisted.internet.defer import Deferred, fail, succeed
@@ -18,10 +18,12 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IProcessTransport,
     IReactorProcess,
+    IReactorTime,
 )
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import Interface
 
 from ..commands import (
     CHANNEL_FD,
@@ -38,16 +40,13 @@ from ..commands import (
     boxLimit,
 )
 from ..events import EventEmitter
+from ..limits import MAX_MESSAGE_SIZE
 from ..messages import Batcher, decodeBatch
 from ..request import ListenRequest
 from .channel import MasterChannel
 from .lifecycle import Lifecycle, lifecycleMachine
 from .listeners import BindError
 from .logs import WorkerLogRelay
-
-if TYPE_CHECKING:
-    from .master import Master
-
 
 MINE = OWN_SLOT
 """The slot of a listen request for the asking worker's own sockets."""
@@ -60,6 +59,63 @@ MAX_LISTENS = 256
 
 ORPHAN_GRACE = 5.0
 """Seconds a worker whose channel closed gets to exit before it is killed."""
+
+
+class IWorkerHost(Interface):
+    """
+    What a worker handle needs of the master it belongs to: a L{Worker}
+    reaches the rest of the cluster through this alone.
+    """
+
+    def emit(event: str, *args: object) -> None:
+        """
+        Fire Node's cluster-level C{event}, the worker first in C{args}.
+        """
+
+    def workerReady(worker: Worker) -> None:
+        """
+        The application C{worker} runs has started.
+        """
+
+    def spareListened(worker: Worker) -> None:
+        """
+        A spare asked to listen while it was loading its app.
+        """
+
+    def socketFor(worker: Worker, request: ListenRequest, slot: int) -> socket.socket:
+        """
+        The listening socket C{worker} serves C{request} with in C{slot}.
+
+        @raise BindError: if the address cannot be bound.
+        """
+
+    def distribute(
+        worker: Worker, request: ListenRequest, sock: socket.socket
+    ) -> int | None:
+        """
+        The listener id under which the master hands C{worker} the
+        connections of C{sock}, or C{None} if it accepts them itself.
+        """
+
+    def unlistened(worker: Worker, request: ListenRequest) -> None:
+        """
+        C{worker}'s app stopped listening on C{request}'s address.
+        """
+
+    def served(worker: Worker) -> None:
+        """
+        C{worker} listens in its own slot now.
+        """
+
+    def leaving(worker: Worker) -> None:
+        """
+        C{worker} was asked to go: hand it nothing more.
+        """
+
+    def gone(worker: Worker) -> None:
+        """
+        C{worker} is dead.
+        """
 
 
 class ProtocolError(Exception):
@@ -91,7 +147,14 @@ class Worker(EventEmitter):
 
     _log = Logger()
 
-    def __init__(self, master: Master, workerId: int, slot: int = 0) -> None:
+    def __init__(
+        self,
+        host: IWorkerHost,
+        reactor: IReactorTime,
+        workerId: int,
+        slot: int = 0,
+        maxMessage: int = MAX_MESSAGE_SIZE,
+    ) -> None:
         super().__init__()
         self.id = workerId
         self.slots = [slot]
@@ -104,13 +167,10 @@ class Worker(EventEmitter):
         self._pid: int | None = None
         self.exitCode: int | None = None
         self.signal: str | None = None
-        self._master = master
-        self._messages = Batcher(
-            master._reactor,  # type: ignore[arg-type]
-            self._deliver,
-            self._push,
-            limit=master.maxMessage,
-        )
+        self._host = host
+        self._reactor = reactor
+        self._maxMessage = maxMessage
+        self._messages = Batcher(reactor, self._deliver, self._push, limit=maxMessage)
         self._channel: MasterChannel | None = None
         self._lifeline: int | None = None
         self._lifecycle: Lifecycle = lifecycleMachine(self)
@@ -176,8 +236,7 @@ class Worker(EventEmitter):
         SIGKILL the worker in C{seconds} if it has not died by then (a
         stopped or stuck process acts on no other signal).
         """
-        clock: Any = self._master._reactor
-        killer = clock.callLater(seconds, self.kill, "SIGKILL")
+        killer = self._reactor.callLater(seconds, self.kill, "SIGKILL")
         self.whenDead().addCallback(
             lambda _: killer.cancel() if killer.active() else None
         )
@@ -253,7 +312,7 @@ class Worker(EventEmitter):
         if self.isDead():
             return succeed(self)
         self.exitedAfterDisconnect = True
-        self._master.scheduling.forget(self)
+        self._host.leaving(self)
         if self._channel is not None:
             self._channel.callRemote(Disconnect).addErrback(lambda _: None)
         else:
@@ -303,7 +362,7 @@ class Worker(EventEmitter):
                 },
             )
             channel = MasterChannel(self)
-            channel.maxBox = boxLimit(self._master.maxMessage)
+            channel.maxBox = boxLimit(self._maxMessage)
             reactor.adoptStreamConnection(  # type: ignore[attr-defined]
                 ours.fileno(), socket.AF_UNIX, ChannelFactory(channel)
             )
@@ -326,8 +385,7 @@ class Worker(EventEmitter):
 
     def _ready(self) -> None:
         self.ready = True
-        for observer in list(self._master.observers):
-            observer.workerReady(self)
+        self._host.workerReady(self)
 
     def _bootFailed(self, reason: str) -> None:
         self.bootError = reason
@@ -335,9 +393,11 @@ class Worker(EventEmitter):
     def _receive(self, batch: bytes) -> None:
         for message in decodeBatch(batch):
             self.emit("message", message)
-            self._master.emit("message", self, message)
+            self._host.emit("message", self, message)
 
-    def _listen(self, request: ListenRequest, slot: int) -> socket.socket:
+    def _listen(
+        self, request: ListenRequest, slot: int
+    ) -> tuple[socket.socket, int | None]:
         own = slot == MINE
         if not own and slot not in self._handed:
             # Only a slot the master asked it to adopt: any other would make
@@ -347,20 +407,19 @@ class Worker(EventEmitter):
             # Released again while it asked (its own worker came back).
             raise BindError(f"slot {slot} is served by its own worker again")
         if self.standby:
-            for observer in list(self._master.observers):
-                observer.spareListened(self)
+            self._host.spareListened(self)
             raise BindError("a spare worker may not listen before it is started")
         self._listens.add(request.key)
         if len(self._listens) > MAX_LISTENS:
             raise ProtocolError(f"asked for more than {MAX_LISTENS} listening sockets")
-        sock = self._master._listenFor(self, request, self.slots[0] if own else slot)
+        sock = self._host.socketFor(self, request, self.slots[0] if own else slot)
         if own:
             self._lifecycle.listening(_addressOf(sock))
-        return sock
+        return sock, self._host.distribute(self, request, sock)
 
     def _unlisten(self, request: ListenRequest) -> None:
         self._listens.discard(request.key)
-        self._master._unlistened(self, request)
+        self._host.unlistened(self, request)
 
     def listensOn(self, key: tuple[object, ...]) -> bool:
         """
@@ -385,8 +444,7 @@ class Worker(EventEmitter):
         if alive and self.process is not None and self.brokeRules is None:
             # A worker exits when its channel goes; one that does not cannot
             # be supervised.
-            clock: Any = self._master._reactor
-            self._orphaned = clock.callLater(ORPHAN_GRACE, self._orphan)
+            self._orphaned = self._reactor.callLater(ORPHAN_GRACE, self._orphan)
 
     def _orphan(self) -> None:
         self._log.error(
@@ -415,20 +473,20 @@ class Worker(EventEmitter):
     def _emitOnline(self) -> None:
         self._log.info("Worker {id} (pid {pid}) is online", id=self.id, pid=self.pid)
         self.emit("online")
-        self._master.emit("online", self)
+        self._host.emit("online", self)
 
     def _emitListening(self, address: IAddress) -> None:
         self._log.info(
             "Worker {id} is listening on {address}", id=self.id, address=address
         )
-        self._master._slotServed(self)
+        self._host.served(self)
         self.emit("listening", address)
-        self._master.emit("listening", self, address)
+        self._host.emit("listening", self, address)
 
     def _emitDisconnect(self) -> None:
         self._log.info("Worker {id} disconnected", id=self.id)
         self.emit("disconnect")
-        self._master.emit("disconnect", self)
+        self._host.emit("disconnect", self)
 
     def _emitDeath(self, exitCode: int | None, signal: str | None) -> None:
         self._logs.flush()
@@ -438,9 +496,9 @@ class Worker(EventEmitter):
             pid=self.pid,
             how=f"killed by {signal}" if signal else f"exit code {exitCode}",
         )
-        self._master._forget(self)
+        self._host.gone(self)
         self.emit("death", exitCode, signal)
-        self._master.emit("death", self, exitCode, signal)
+        self._host.emit("death", self, exitCode, signal)
         waiters, self._deathWaiters = self._deathWaiters, []
         for waiter in waiters:
             waiter.callback(self)

@@ -72,7 +72,7 @@ class Spares(WorkerObserver):
         record = waiting[0]
         record.enter(Role.starting)
         record.failures, record.bootFailures = failures, bootFailures
-        slot = self._master._freeSlot()
+        slot = self._master.freeSlot()
         self._log.info("Spare worker {id} takes slot {slot}", id=record.id, slot=slot)
         record.worker.start(slot).addErrback(lambda _: None)  # Its death says the rest.
         self._reactor.callLater(REFILL_DELAY, self.fill)
