@@ -9,7 +9,7 @@ import socket
 from twisted.internet.defer import fail, succeed
 from twisted.internet.testing import MemoryReactor
 
-from twisted_cluster.master.roundrobin import Distributor
+from twisted_cluster.master.scheduling.roundrobin import Distributor
 
 from .support import listeningSocket
 

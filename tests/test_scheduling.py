@@ -16,7 +16,6 @@ from zope.interface.verify import verifyObject
 from twisted_cluster.commands import OWN_SLOT, Listen, Online
 from twisted_cluster.master import scheduling
 from twisted_cluster.master.master import Master
-from twisted_cluster.master.roundrobin import RoundRobin
 from twisted_cluster.master.scheduling import (
     SCHEDULING,
     IScheduling,
@@ -24,7 +23,8 @@ from twisted_cluster.master.scheduling import (
     Shared,
     byName,
 )
-from twisted_cluster.master.sticky import (
+from twisted_cluster.master.scheduling.roundrobin import RoundRobin
+from twisted_cluster.master.scheduling.sticky import (
     Affinity,
     Sticky,
     StickyDistributor,

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.interfaces import IReactorFDSet
 from zope.interface import implementer
 
+from .interface import IScheduling
 from .roundrobin import Distributor, RoundRobin
-from .scheduling import IScheduling
 
 if TYPE_CHECKING:
-    from .process import Worker
+    from ..process import Worker
 
 
 class Affinity:

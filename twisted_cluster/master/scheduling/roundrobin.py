@@ -21,11 +21,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..request import ListenRequest
-from .scheduling import IScheduling, Pool
+from ...request import ListenRequest
+from .interface import IScheduling, Pool
 
 if TYPE_CHECKING:
-    from .process import Worker
+    from ..process import Worker
 
 ACCEPTS_PER_READ = 50
 
