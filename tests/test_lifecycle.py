@@ -197,3 +197,29 @@ def test_appListeningWhileLoadingHasNoSpare(cluster, tmp_path: Path) -> None:
     waitFor(lambda: len(c.workerPids()) == 2, what="the spare to go")
     assert len(servingPids(port, path=None)) == 2
     assert c.process is not None and c.process.poll() is None
+
+
+@pytest.mark.parametrize("spares", ["0", "1"])
+def test_replacementTakesTheSlot(cluster, tmp_path: Path, spares: str) -> None:
+    """
+    Each worker has a slot, 1..N; the worker that replaces a killed one has
+    its slot (a spare as well as a cold start).
+    """
+    c, port, _ = start(cluster, tmp_path, args=["--spares", spares])
+
+    def slots() -> dict[int, int]:
+        found = {}
+        for _ in range(40):
+            _, pid, slot = get(port, "/slot", timeout=2).split()
+            found[int(slot)] = int(pid)
+        return found
+
+    waitFor(lambda: len(slots()) == 2, what="both slots to answer")
+    first = slots()
+    assert sorted(first) == [1, 2]
+    os.kill(first[1], signal.SIGKILL)
+    waitFor(
+        lambda: (now := slots()).keys() == {1, 2} and now[1] != first[1],
+        what="slot 1 served by a new worker",
+    )
+    assert slots()[2] == first[2]

@@ -357,3 +357,20 @@ def test_aWorkerReachesItsMasterThroughItsHostAlone() -> None:
     host = worker._host
     assert verifyObject(IWorkerHost, host)
     assert master not in vars(worker).values()
+
+
+def test_slotsAreOneToNAndReused() -> None:
+    """
+    Workers get slots 1..N, told in their environment; a replacement of a
+    dead worker gets its slot; a spare has none until it is started.
+    """
+    reactor = FakeProcessReactor()
+    master = Master(reactor, environ={})
+    first, second = master.fork(), master.fork()
+    assert (first.slot, second.slot) == (1, 2)
+    assert reactor.processes[0].env["TWISTED_CLUSTER_WORKER_SLOT"] == "1"
+    spare = master.spare()
+    assert spare.slot is None
+    assert "TWISTED_CLUSTER_WORKER_SLOT" not in reactor.processes[2].env
+    reactor.processes[0].exit(signal="SIGKILL")
+    assert master.fork().slot == 1

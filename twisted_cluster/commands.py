@@ -28,6 +28,9 @@ LIFELINE_FD = 4
 WORKER_ID_ENV = "TWISTED_CLUSTER_WORKER_ID"
 """A process is a worker exactly when this environment variable is set."""
 
+WORKER_SLOT_ENV = "TWISTED_CLUSTER_WORKER_SLOT"
+"""Tells a worker its slot, 1..N (none for a spare until it is started)."""
+
 MAX_MESSAGE_ENV = "TWISTED_CLUSTER_MAX_MESSAGE"
 """Tells a worker the largest message, in bytes of JSON, either side takes."""
 

@@ -6,6 +6,7 @@ A web app for supervision tests, on PORT (127.0.0.1).
     /slow?s=N  the same after N seconds
     /block     blocks the reactor for good, as a stuck handler would
     /grow?mb=N holds N more megabytes
+    /slot      "<worker id> <pid> <slot>", the slot asked when the request comes
 """
 
 import os
@@ -42,6 +43,8 @@ class App(resource.Resource):
             return server.NOT_DONE_YET
         if path == b"/block":
             time.sleep(3600)
+        if path == b"/slot":
+            return f"{WORKER} {os.getpid()} {cluster.worker.slot}".encode()
         if path == b"/grow":
             hoard.append(bytearray(int(request.args[b"mb"][0]) * 1024 * 1024))
         return who()

@@ -25,6 +25,7 @@ from ..commands import (
     MAX_MESSAGE_SIZE,
     STANDBY_ENV,
     WORKER_ID_ENV,
+    WORKER_SLOT_ENV,
     channelGone,
 )
 from ..events import EventEmitter
@@ -170,6 +171,7 @@ class Master(EventEmitter):
             **self._environ,
             **(env or {}),
             WORKER_ID_ENV: str(worker.id),
+            **({} if worker.slot is None else {WORKER_SLOT_ENV: str(worker.slot)}),
             MAX_MESSAGE_ENV: str(self.maxMessage),
         }
         environ.pop(REPORT_FD_ENV, None)

@@ -242,6 +242,14 @@ class Worker(EventEmitter):
         )
 
     @property
+    def slot(self) -> int | None:
+        """
+        Its slot, 1..N: stable, and reused by the worker that replaces it;
+        C{None} for a spare not yet started.
+        """
+        return None if self.standby else self.slots[0] + 1
+
+    @property
     def standby(self) -> bool:
         """
         Whether it is a spare that has not been told to start.

@@ -37,7 +37,12 @@ def thisWorker(reactor: Any = None) -> ThisWorker:
     global _current
     if _current is None:
         # Here, not above: the master imports this package for its constants.
-        from ..commands import MAX_MESSAGE_ENV, STANDBY_ENV, WORKER_ID_ENV
+        from ..commands import (
+            MAX_MESSAGE_ENV,
+            STANDBY_ENV,
+            WORKER_ID_ENV,
+            WORKER_SLOT_ENV,
+        )
         from .channel import ThisWorker
 
         try:
@@ -63,5 +68,7 @@ def thisWorker(reactor: Any = None) -> ThisWorker:
         # are not workers, and would fail to find a channel as descriptor 3.
         worker.standby = bool(os.environ.pop(STANDBY_ENV, ""))
         del os.environ[WORKER_ID_ENV]
+        slot = os.environ.pop(WORKER_SLOT_ENV, "")
+        worker.slot = int(slot) if slot.isdigit() else None
         os.environ.pop(MAX_MESSAGE_ENV, None)
     return _current

@@ -102,6 +102,7 @@ class WorkerChannel(Channel):
 
     @Start.responder
     def start(self, slot: int) -> dict[str, Any]:
+        self._worker.slot = slot + 1
         self._worker._reactor.callLater(0, self._worker._started.callback, slot)
         return {}
 
@@ -205,6 +206,8 @@ class ThisWorker(EventEmitter):
     C{cluster.worker}: this process, as a worker of the cluster.
 
     @ivar id: this worker's id.
+    @ivar slot: its slot, 1..N, which the worker it replaced had (C{None}
+        for a spare until it is started).
     @ivar standby: whether it started as a spare, to wait for L{Start}.
     """
 
@@ -216,6 +219,7 @@ class ThisWorker(EventEmitter):
     ) -> None:
         super().__init__()
         self.id = workerId
+        self.slot: int | None = None
         self.standby = False
         self.exitedAfterDisconnect = False
         self._reactor = reactor
