@@ -78,8 +78,8 @@ def h() -> Harness:
     return Harness()
 
 
-def test_heartbeatAnswered(h: Harness) -> None:
-    assert h.call(Heartbeat) == {}
+def test_heartbeatAnsweredWithFigures(h: Harness) -> None:
+    assert h.call(Heartbeat) == {"figures": {"open": 0, "accepted": 0}}
 
 
 def test_messagesDeliveredInOrder(h: Harness) -> None:

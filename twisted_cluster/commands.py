@@ -8,6 +8,7 @@ passed as an L{amp.Descriptor}, never as anything that could run code.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from twisted.internet.defer import FirstError
@@ -71,6 +72,19 @@ class BigBytes(amp.Argument):
             parts.append(strings[key])
             index += 1
         objects[name.decode("ascii")] = b"".join(parts)
+
+
+class JSON(amp.Argument):
+    """
+    A JSON value (data only: never a pickle or code), up to AMP's 65,535
+    bytes.
+    """
+
+    def toString(self, inObject: Any) -> bytes:
+        return json.dumps(inObject, separators=(",", ":")).encode()
+
+    def fromString(self, inString: bytes) -> Any:
+        return json.loads(inString)
 
 
 class ListenFailed(Exception):
@@ -231,11 +245,13 @@ class Closed(amp.Command):
 class Heartbeat(amp.Command):
     """
     Master to worker: are you there?  Answered by the worker's reactor, so a
-    worker stuck in a blocking call does not answer.
+    worker stuck in a blocking call does not answer, with the worker's
+    figures: C{{"open": connections open now, "accepted": connections
+    accepted so far}}.
     """
 
     arguments = []
-    response = []
+    response = [(b"figures", JSON(optional=True))]
 
 
 class Disconnect(amp.Command):

@@ -8,7 +8,7 @@ import os
 import signal as signals
 import socket
 from collections.abc import Mapping, Sequence
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from twisted.internet import address as addresses
 from twisted.internet.defer import Deferred, fail, succeed
@@ -141,6 +141,8 @@ class Worker(EventEmitter):
         C{.tac} bootstrap says so).
     @ivar openConnections: how many of the connections round robin handed it
         are open, as far as the master knows.
+    @ivar messagesIn: how many messages it sent the master.
+    @ivar messagesOut: how many messages the master sent it.
     @ivar brokeRules: how it broke the channel's rules, if it did (it was
         killed for it).
     """
@@ -163,6 +165,8 @@ class Worker(EventEmitter):
         self.bootError: str | None = None
         self.ready = False
         self.openConnections = 0
+        self.messagesIn = 0
+        self.messagesOut = 0
         self.process: IProcessTransport | None = None
         self._pid: int | None = None
         self.exitCode: int | None = None
@@ -204,7 +208,9 @@ class Worker(EventEmitter):
 
         @raise TypeError: if JSON cannot encode C{message}.
         """
-        return self._messages.send(message)
+        sent = self._messages.send(message)
+        self.messagesOut += 1
+        return sent
 
     def _deliver(self, batch: bytes) -> Deferred[object]:
         if self._channel is None:
@@ -303,14 +309,15 @@ class Worker(EventEmitter):
         )
         return d.addCallback(lambda _: None)
 
-    def heartbeat(self) -> Deferred[None]:
+    def heartbeat(self) -> Deferred[dict[str, int]]:
         """
-        Fires once the worker's reactor has answered.
+        Fires once the worker's reactor has answered, with its figures:
+        C{{"open": connections open, "accepted": connections so far}}.
         """
         if self._channel is None:
             return fail(ConnectionError(f"worker {self.id} is not connected"))
-        d: Deferred[None] = self._channel.callRemote(Heartbeat)
-        return d.addCallback(lambda _: None)
+        d: Deferred[dict[str, Any]] = self._channel.callRemote(Heartbeat)
+        return d.addCallback(_figuresOf)
 
     def disconnect(self) -> Deferred[Worker]:
         """
@@ -400,6 +407,7 @@ class Worker(EventEmitter):
 
     def _receive(self, batch: bytes) -> None:
         for message in decodeBatch(batch):
+            self.messagesIn += 1
             self.emit("message", message)
             self._host.emit("message", self, message)
 
@@ -537,6 +545,17 @@ class WorkerProcessProtocol(ProcessProtocol):
             if value.signal is not None:
                 signal = signalName(value.signal)
         self._worker._exited(exitCode, signal)
+
+
+def _figuresOf(answer: dict[str, Any]) -> dict[str, int]:
+    figures = answer.get("figures")
+    if not isinstance(figures, dict):
+        return {}
+    return {
+        k: v
+        for k, v in figures.items()
+        if k in ("open", "accepted") and type(v) is int and v >= 0
+    }
 
 
 def signalName(number: int) -> str:

@@ -58,6 +58,24 @@ KEEP_DEAD = 64
 """How many records of dead workers a roster keeps, for who asks later."""
 
 
+@dataclass
+class Figures:
+    """
+    What a worker uses and does, as its last heartbeat answer said.
+
+    @ivar roundTrip: seconds that heartbeat took to come back.
+    """
+
+    open: int = 0
+    accepted: int = 0
+    roundTrip: float | None = None
+
+    def heard(self, figures: dict[str, int], roundTrip: float) -> None:
+        self.open = figures.get("open", self.open)
+        self.accepted = figures.get("accepted", self.accepted)
+        self.roundTrip = roundTrip
+
+
 @dataclass(eq=False)
 class WorkerRecord:
     """
@@ -74,6 +92,7 @@ class WorkerRecord:
     @ivar replacement: the record of the worker starting to replace it.
     @ivar fate: for a replacement, fires with whether it came up.
     @ivar exitReason: how it died.
+    @ivar figures: what its last heartbeat answer said.
     """
 
     worker: Worker
@@ -90,6 +109,7 @@ class WorkerRecord:
     replacement: WorkerRecord | None = None
     fate: Deferred[bool] | None = None
     exitReason: str | None = None
+    figures: Figures = field(default_factory=Figures)
     _timers: dict[str, IDelayedCall] = field(default_factory=dict, repr=False)
 
     @property

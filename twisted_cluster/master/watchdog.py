@@ -5,13 +5,13 @@ answering is hung) and resident memory.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
 from .roster import WorkerRecord
+from .usage import residentMegabytes
 
 MEMORY_INTERVAL = 5.0
 """Seconds between resident-memory checks."""
@@ -87,23 +87,14 @@ class Watchdog:
             return
         record.pinging = True
 
-        def answered(_: object) -> None:
+        sent = self._reactor.seconds()
+
+        def answered(figures: dict[str, int]) -> None:
             record.pinging = False
-            record.lastHeard = self._reactor.seconds()
+            now = record.lastHeard = self._reactor.seconds()
+            record.figures.heard(figures, roundTrip=now - sent)
 
         def unanswered(_: object) -> None:
             record.pinging = False
 
         record.worker.heartbeat().addCallbacks(answered, unanswered)
-
-
-def residentMegabytes(pid: int) -> float | None:
-    """
-    The resident set of process C{pid} in megabytes, or C{None} if unknown.
-    """
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            pages = int(f.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)

@@ -146,7 +146,7 @@ class WorkerChannel(Channel):
 
     @Heartbeat.responder
     def heartbeat(self) -> dict[str, Any]:
-        return {}
+        return {"figures": self._worker.ports.counts.figures()}
 
     @Disconnect.responder
     def disconnect(self) -> dict[str, Any]:

@@ -59,6 +59,19 @@ MINE = OWN_SLOT
 """The slot of the worker asking."""
 
 
+class Counts:
+    """
+    The connections a worker's ports accepted: open now, and all so far.
+    """
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.accepted = 0
+
+    def figures(self) -> dict[str, int]:
+        return {"open": self.open, "accepted": self.accepted}
+
+
 class _Tracked:
     """
     A connection that tells its port when it opens and closes, so a worker
@@ -70,6 +83,8 @@ class _Tracked:
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.server._connections.add(self)
+        self.server.counts.open += 1
+        self.server.counts.accepted += 1
 
     def connectionLost(self, reason: Any) -> None:
         try:
@@ -96,12 +111,16 @@ class _SharedTCPPort(tcp.Port):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._connections: set[object] = set()
+        # The worker's, shared by all its ports (L{SharedPorts._start}).
+        self.counts = Counts()
         self._idle: list[Deferred[None]] = []
         # Once draining, the seconds an idle HTTP connection may stay open.
         self._draining: float | None = None
 
     def _connectionClosed(self, connection: object) -> None:
-        self._connections.discard(connection)
+        if connection in self._connections:
+            self._connections.remove(connection)
+            self.counts.open -= 1
         self._checkIdle()
 
     def _busy(self) -> bool:
@@ -317,6 +336,7 @@ class SharedPorts:
         # The ports the master hands connections to, by listener id.
         self.handed: dict[int, _RoundRobinPort] = {}
         self.ports: list[IListeningPort] = []
+        self.counts = Counts()
         self.private = False
         self.leaving = False
 
@@ -534,6 +554,8 @@ class SharedPorts:
         if request is not None:
             port.clusterRequest = request
             port.onStop = self._stopped
+        if isinstance(port, _SharedTCPPort):
+            port.counts = self.counts
         port.startListening()
         self.ports.append(port)
         return port
