@@ -367,7 +367,7 @@ def test_noClassOfOursShadowsATwistedPrivate() -> None:
         for cls in vars(module).values():
             if not inspect.isclass(cls) or cls.__module__ != module.__name__:
                 continue
-            names = {n for n in vars(cls) if n.startswith("_") and n[1] != "_"}
+            names = {n for n in vars(cls) if n[:1] == "_" and n[:2] != "__"}
             names |= set(re.findall(r"self\.(_[A-Za-z]\w*)", inspect.getsource(cls)))
             names.discard("_commandDispatch")
             for base in cls.__mro__[1:]:
