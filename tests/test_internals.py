@@ -377,4 +377,4 @@ def test_noClassOfOursShadowsATwistedPrivate() -> None:
                         for n in names
                         if n in vars(base)
                     ]
-    assert shadowed == []
+    assert shadowed == [], f"Twisted privates used outside internals: {shadowed}"
