@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make run    install into .venv and serve examples/server.tac on every CPU
-#   make test   install into .venv (with test tools) and run lint, types and tests
+#   make test   install into .venv (with test tools) and run lint, types and tests,
+#               then the unit tests on the oldest Twisted supported (test-oldest)
 #   make bench  every benchmark (installs wrk from Debian if missing; node is optional)
 
 PYTHON ?= python3
@@ -8,7 +9,23 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: run test lint install clean bench
+.PHONY: run test test-oldest lint install clean bench
+
+# The oldest of everything setup.cfg allows, which test-oldest installs in a
+# venv of its own: change them together.  Twisted 20.3 and older do not
+# install on Python 3.11.
+OLDEST_PINS  ?= Twisted[tls]==21.2.0 Automat==24.8.1 zope.interface==6.0
+OLDEST_VENV  ?= .venv-oldest
+OLDEST_BIN   := $(OLDEST_VENV)/bin
+# Names the pins, so that the venv is made again when they change.
+OLDEST_STAMP := $(OLDEST_VENV)/pinned-$(subst $(subst ,, ),+,$(subst [tls],,$(OLDEST_PINS)))
+# The internals' tests and the unit tests: fakes and in-memory AMP, no
+# cluster processes (two tests start a bare interpreter).  test_fuzz is left
+# to the main run: hypothesis takes most of its time.
+OLDEST_TESTS ?= tests/test_internals.py tests/test_heap.py tests/test_master.py \
+	tests/test_listening.py tests/test_roundrobin.py tests/test_supervisor.py \
+	tests/test_worker_channel.py \
+	tests/test_lean.py::test_tlsBackOnFirstUse tests/test_lean.py::test_notWhenAlreadyLoaded
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +53,21 @@ lint: install
 
 test: lint
 	$(BIN)/pytest -p no:cacheprovider
+	$(MAKE) --no-print-directory test-oldest
+
+# A venv with the oldest pins, made once (and again when setup.cfg or the
+# pins change); the .pth lets its twistd find the plugin too, for running
+# other tests on it by hand: make test-oldest OLDEST_TESTS=tests/test_sharing.py
+$(OLDEST_STAMP): setup.cfg
+	rm -rf $(OLDEST_VENV)
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_BIN)/pip install --quiet --upgrade pip
+	$(OLDEST_BIN)/pip install --quiet -e '.[unit]' $(foreach pin,$(OLDEST_PINS),'$(pin)')
+	echo '$(CURDIR)' > "$$($(OLDEST_BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/twisted_cluster_checkout.pth"
+	touch $@
+
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_BIN)/pytest -p no:cacheprovider -q $(OLDEST_TESTS)
 
 # Every benchmark in one run, then the performance goals against it; the
 # output goes in benchmarks/RESULTS.md by hand.
@@ -44,4 +76,4 @@ bench: install
 	$(BIN)/python benchmarks/all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(OLDEST_VENV) build *.egg-info

@@ -36,7 +36,9 @@ def cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
 @pytest.fixture(scope="session")
 def pem(tmp_path_factory: pytest.TempPathFactory) -> str:
     """
-    A self-signed key and certificate, in one PEM file.
+    A self-signed key and certificate for C{localhost}, in one PEM file.
+    The name is in a subjectAltName too: Twisted before 26.10 checks it with
+    service_identity, which ignores the common name.
     """
     import datetime
 
@@ -56,6 +58,9 @@ def pem(tmp_path_factory: pytest.TempPathFactory) -> str:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+        )
         .sign(key, hashes.SHA256())
     )
     path = tmp_path_factory.mktemp("tls") / "server.pem"

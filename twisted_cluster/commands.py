@@ -17,6 +17,7 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from .internals import ampKeyBeingRead, dropAMPBoxBeingRead
 from .limits import MAX_MESSAGE_SIZE, boxLimit
 from .request import ListenRequest
 
@@ -296,7 +297,7 @@ class Channel(amp.AMP):
         return str(super().proto_key(string))
 
     def proto_value(self, string: bytes) -> str:
-        key: bytes = self._currentKey or b""
+        key = ampKeyBeingRead(self) or b""
         self._boxBytes += len(key) + len(string) + 4
         if self._boxBytes > self.maxBox:
             self.breach(f"sent a box over {self.maxBox} bytes")
@@ -314,7 +315,7 @@ class Channel(amp.AMP):
         if self.broken is not None:
             return
         self.broken = why
-        self._currentBox = None
+        dropAMPBoxBeingRead(self)
         self._boxBytes = 0
         self.pauseProducing()
         transport: Any = self.transport

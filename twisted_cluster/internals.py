@@ -3,7 +3,28 @@ The few Twisted and CPython internals this project relies on, in one place.
 
 Each function here reaches past a public API because none does the job;
 C{tests/test_internals.py} pins every assumption, so a Twisted upgrade that
-breaks one fails there first, with a clear message.
+breaks one fails there first, with a clear message.  The same tests run on
+the oldest Twisted this project supports (C{make test-oldest}).
+
+What they reach:
+  - L{httpChannelOf}: C{Site}'s C{_GenericHTTPChannelProtocol._channel}.
+  - L{appendToLogFiles}: C{twisted.python.logfile.BaseLogFile._openFile}.
+  - L{exitTwistdWith}: C{reactor._exitSignal}, read by twistd's
+    C{app._exitWithSignal}.
+  - L{adoptListeningPort}: the ports' C{_fromListeningDescriptor}.
+  - L{peerAddressOf}: C{tcp.Port._buildAddr}.
+  - L{reserveDescriptor}: C{tcp._reservedFD}.
+  - L{serveAccepted}: C{tcp.Port}'s C{transport} and C{sessionno}, and
+    C{tcp.Server}'s constructor, as C{tcp.Port.doRead} uses them.
+  - L{startAdoptedUNIXPort}, L{stopUNIXPortKeepingPath}: what
+    C{unix.Port.startListening} does with C{_preexistingSocket}, without
+    its C{chmod}, and C{unix.Port.connectionLost} without its C{unlink}.
+  - L{reactorTLSDecided}, L{reactorLacksTLS}, L{giveReactorTLS}: the
+    C{tls} and C{ssl} module globals of C{twisted.internet.posixbase}, and
+    C{PosixReactorBase} providing C{IReactorSSL} only if one is set.
+  - L{ampKeyBeingRead}, L{dropAMPBoxBeingRead}: C{BinaryBoxProtocol}'s
+    C{_currentKey} and C{_currentBox}.
+  - L{compactJSONEncoder}: CPython's C{json.encoder.c_make_encoder}.
 """
 
 from __future__ import annotations
@@ -123,6 +144,106 @@ def reserveDescriptor() -> None:
     from twisted.internet import tcp
 
     tcp._reservedFD.reserve()
+
+
+def serveAccepted(port: Any, skt: Any, protocol: Any, addr: Any) -> Any:
+    """
+    Serve C{protocol} on C{skt}, a connection from C{addr} (a
+    C{getpeername()} tuple) that someone else accepted, as if C{port} (a
+    C{tcp.Port}) had accepted it itself: a transport of the port's own
+    C{transport} class, numbered by its C{sessionno}, as C{doRead} makes.
+    Returns the transport, connected to C{protocol}.
+    """
+    session = port.sessionno
+    port.sessionno = session + 1
+    transport = port.transport(skt, protocol, addr, port, session, port.reactor)
+    protocol.makeConnection(transport)
+    return transport
+
+
+def startAdoptedUNIXPort(port: Any) -> None:
+    """
+    Start a C{unix.Port} made by L{adoptListeningPort} listening, as
+    C{unix.Port.startListening} would but for the path: the socket's owner
+    owns the path, and its mode stays as it is (C{startListening} would
+    C{chmod} it, which a worker that does not own the path cannot do).
+    """
+    reserveDescriptor()
+    port.factory.doStart()
+    skt = port._preexistingSocket
+    port._preexistingSocket = None
+    port.connected = True
+    port.socket = skt
+    port.fileno = skt.fileno
+    port.numberAccepts = 100
+    port.startReading()
+
+
+def stopUNIXPortKeepingPath(port: Any, reason: Any) -> None:
+    """
+    What C{unix.Port.connectionLost} does, but for removing the path (and
+    a lock file): the socket's owner removes it.
+    """
+    from twisted.internet import tcp
+
+    tcp.Port.connectionLost(port, reason)
+
+
+_POSIXBASE = "twisted.internet.posixbase"
+
+
+def reactorTLSDecided() -> bool:
+    """
+    Whether Twisted has decided whether the reactor has TLS: it does once,
+    when C{twisted.internet.posixbase} is first imported, by trying to
+    import C{twisted.protocols.tls} and C{twisted.internet.ssl}.
+    """
+    return _POSIXBASE in sys.modules
+
+
+def reactorLacksTLS() -> bool:
+    """
+    Whether the reactor was imported while TLS could not be (so that its
+    C{listenSSL} and C{connectSSL} would fail, and it does not claim
+    C{IReactorSSL}).
+    """
+    posixbase: Any = sys.modules.get(_POSIXBASE)
+    return posixbase is not None and posixbase.tls is None
+
+
+def giveReactorTLS(tls: object, ssl: object) -> None:
+    """
+    Give the reactor the TLS it found missing when it was imported: C{tls}
+    stands for C{twisted.protocols.tls} and C{ssl} for
+    C{twisted.internet.ssl} (each may be a stand-in that imports the module
+    on first use), and every reactor class built on C{PosixReactorBase}
+    provides C{IReactorSSL} again.
+    """
+    from twisted.internet import posixbase
+    from twisted.internet.interfaces import IReactorSSL
+    from zope.interface import classImplements
+
+    module: Any = posixbase
+    module.tls = tls
+    module.ssl = ssl
+    classImplements(posixbase.PosixReactorBase, IReactorSSL)
+
+
+def ampKeyBeingRead(protocol: Any) -> bytes | None:
+    """
+    The key of the value an AMP C{BinaryBoxProtocol} is reading: in its
+    C{proto_value}, the key just read; C{None} between boxes.
+    """
+    key: bytes | None = protocol._currentKey
+    return key
+
+
+def dropAMPBoxBeingRead(protocol: Any) -> None:
+    """
+    Have an AMP C{BinaryBoxProtocol} forget the keys and values of the box
+    it is reading (for one that will read no more).
+    """
+    protocol._currentBox = None
 
 
 def compactJSONEncoder(default: Any) -> Any | None:

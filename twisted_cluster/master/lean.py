@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..internals import giveReactorTLS, reactorLacksTLS, reactorTLSDecided
+
 BLOCKED = "OpenSSL"
 
 
@@ -40,7 +42,7 @@ def withoutTLS() -> Iterator[bool]:
     the reactor's comes back, loading on first use.  Yields whether it was
     kept out: not if TLS or the reactor had been imported already.
     """
-    if BLOCKED in sys.modules or "twisted.internet.posixbase" in sys.modules:
+    if BLOCKED in sys.modules or reactorTLSDecided():
         yield False
         return
     sys.modules[BLOCKED] = None  # type: ignore[assignment]
@@ -53,18 +55,13 @@ def withoutTLS() -> Iterator[bool]:
 
 
 def _restoreReactorTLS() -> None:
-    posixbase: Any = sys.modules.get("twisted.internet.posixbase")
-    if posixbase is None or posixbase.tls is not None:
+    if not reactorLacksTLS():
         return
     if importlib.util.find_spec(BLOCKED) is None:
         return  # No TLS here at all, as Twisted found.
-    from twisted.internet.interfaces import IReactorSSL
-    from twisted.internet.posixbase import PosixReactorBase
-    from zope.interface import classImplements
-
-    posixbase.tls = _OnFirstUse("twisted.protocols.tls")
-    posixbase.ssl = _OnFirstUse("twisted.internet.ssl")
-    classImplements(PosixReactorBase, IReactorSSL)
+    giveReactorTLS(
+        _OnFirstUse("twisted.protocols.tls"), _OnFirstUse("twisted.internet.ssl")
+    )
 
 
 class _OnFirstUse:

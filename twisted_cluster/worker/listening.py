@@ -28,7 +28,9 @@ from ..internals import (
     adoptListeningPort,
     httpChannelOf,
     peerAddressOf,
-    reserveDescriptor,
+    serveAccepted,
+    startAdoptedUNIXPort,
+    stopUNIXPortKeepingPath,
 )
 from ..request import ListenRequest
 
@@ -216,11 +218,7 @@ class _RoundRobinPort(_SharedTCPPort):
             self.handedBack()
             self._checkIdle()
             return
-        session = self.sessionno
-        self.sessionno = session + 1
-        transport = self.transport(skt, protocol, addr, self, session, self.reactor)
-        protocol.makeConnection(transport)
-        self._drainOne(transport)
+        self._drainOne(serveAccepted(self, skt, protocol, addr))
 
 
 class _SharedUNIXPort(_SharedTCPPort, unix.Port):
@@ -233,18 +231,10 @@ class _SharedUNIXPort(_SharedTCPPort, unix.Port):
     transport = _TrackedUNIXServer  # type: ignore[assignment]
 
     def startListening(self) -> None:
-        reserveDescriptor()
-        self.factory.doStart()  # type: ignore[union-attr]
-        skt: Any = self._preexistingSocket
-        self._preexistingSocket = None
-        self.connected = True
-        self.socket = skt
-        self.fileno = skt.fileno  # type: ignore[method-assign]
-        self.numberAccepts = 100
-        self.startReading()
+        startAdoptedUNIXPort(self)
 
     def connectionLost(self, reason: Any) -> None:
-        tcp.Port.connectionLost(self, reason)
+        stopUNIXPortKeepingPath(self, reason)
 
 
 def _closeAfterResponse(channel: Any) -> None:
