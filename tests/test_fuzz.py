@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import struct
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.logger import globalLogPublisher
 
@@ -81,6 +81,8 @@ def chunk(draw):
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(st.lists(chunk(), max_size=12))
+# An Online asked with an empty key: the master answers it.
+@example([b"\x00\x08_command\x00\x06Online\x00\x04_ask\x00\x00\x00\x00"])
 def test_hostileChannelInput(chunks) -> None:
     events: list[dict] = []
     globalLogPublisher.addObserver(events.append)
@@ -93,6 +95,11 @@ def test_hostileChannelInput(chunks) -> None:
         channel.maxBox = 100_000
         before = len(os.listdir("/proc/self/fd"))
         raw = process.pump.clientIO
+        # The bytes are written as if by the worker, so the master's answers
+        # to questions the fuzz asked reach a peer that asked none: it is a
+        # sink here, not under test.
+        process.peer._answerReceived = lambda box: None
+        process.peer._errorReceived = lambda box: None
         for data in chunks:
             if isinstance(data, int):
                 for _ in range(data):
