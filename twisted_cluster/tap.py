@@ -14,10 +14,12 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python import usage
 
+from .control.paths import defaultControlPath
 from .heap import freezeOnceServing, holdCollection
 from .internals import appendToLogFiles, exitTwistdWith
 from .limits import MAX_MESSAGE_SIZE
@@ -169,6 +171,13 @@ class Options(usage.Options):
                 "to the least busy worker), sticky (as roundrobin, but a client "
                 "address keeps going to one worker while it lives) or shared "
                 "(one socket).",
+            ],
+            [
+                "control",
+                None,
+                None,
+                "The control socket twisted-cluster talks to, owner-only [default: "
+                "twistd.ctl beside the pid file]; none: no control socket.",
             ],
             [
                 "reload-batch",
@@ -423,6 +432,16 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         bindAhead=options["bind"],
     )
     reactor.callWhenRunning(installSignals, service, reactor)
+    root = _InTurn()
+    control = _controlPath(options["control"], runner)
+    if control is not None:
+        from .control.server import ControlService
+
+        # Stopped after the cluster: it shows the stop to the end.
+        ControlService(
+            service, control, reactor, lambda now: _stop(service, reactor, now)
+        ).setServiceParent(root)
+    service.setServiceParent(root)
     # Later than in a worker: while workers start, they need the CPUs.
     freezeOnceServing(reactor, after=2.0)
     # twistd re-raises the signal that stopped it; a graceful stop exits 0,
@@ -430,8 +449,50 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     reactor.addSystemEventTrigger(
         "after", "shutdown", lambda: exitTwistdWith(reactor, status[0])
     )
-    shell: IService = service
+    shell: IService = root
     return shell
+
+
+class _InTurn(MultiService):
+    """
+    Stops its services one at a time, the last added first.
+    """
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        d: Deferred[object] = succeed(None)
+        for child in reversed(list(self)):
+            d.addCallback(_stopping(child))
+        return d.addCallback(lambda _: None)
+
+
+def _stopping(child: IService) -> Callable[[object], object]:
+    return lambda _: child.stopService()
+
+
+def _controlPath(option: str | None, runner: Any) -> str | None:
+    """
+    Where the control socket goes: C{--control}, else C{twistd.ctl} beside
+    the pid file; C{None} for C{--control none}.
+    """
+    if option == "none":
+        return None
+    if option:
+        return os.path.abspath(option)
+    try:
+        pidfile = runner["pidfile"]
+    except (KeyError, TypeError):
+        pidfile = None
+    return defaultControlPath(pidfile or None)
+
+
+def _stop(cluster: ClusterService, reactor: Any, now: bool) -> None:
+    """
+    Stop the cluster gracefully, or (C{now}) at once, and then this process.
+    """
+    if now:
+        cluster.stopNow()
+    reactor.stop()
 
 
 def installSignals(cluster: ClusterService, reactor: Any) -> None:
@@ -442,8 +503,7 @@ def installSignals(cluster: ClusterService, reactor: Any) -> None:
     """
 
     def quit() -> None:
-        cluster.stopNow()
-        reactor.stop()
+        _stop(cluster, reactor, now=True)
 
     def notYet() -> None:
         # Its default action would kill the master and orphan its workers.

@@ -159,6 +159,8 @@ class ClusterService(Service):
         # Replacements owed for workers that died, each when its backoff ends.
         self._owed: list[_Owed] = []
         self._immediate = False
+        # Who waits for the workers to match the count (L{whenSettled}).
+        self._settling: list[Deferred[None]] = []
         self._spares = Spares(
             master,
             self.roster,
@@ -231,6 +233,7 @@ class ClusterService(Service):
         """
         super().stopService()
         self._enter(State.stopping)
+        self._checkSettled()
         self.master.stopping = True
         self._watchdog.stop()
         for owed in self._owed:
@@ -301,6 +304,52 @@ class ClusterService(Service):
             self._retire(serving[0], "scaling down")
         self._reconcile()
 
+    def scaleTo(self, count: int) -> Deferred[None]:
+        """
+        Run C{count} workers: start the missing, retire the oldest beyond.
+        Fires once they serve and the retired are gone.
+
+        @raise ValueError: if C{count} is below 1, or the cluster is not
+            plainly running (starting, reloading or stopping).
+        """
+        if count < 1:
+            raise ValueError(f"cannot run {count} workers: at least 1")
+        if self.state is not State.running:
+            raise ValueError(f"cannot scale: the cluster is {self.state.value}")
+        if count != self.count:
+            self._log.info(
+                "Scaling from {old} to {new} workers", old=self.count, new=count
+            )
+            self.count = count
+        self._reconcile()
+        return self.whenSettled()
+
+    def whenSettled(self) -> Deferred[None]:
+        """
+        Fires once the cluster runs C{count} serving workers and none other
+        is starting or retiring; fails if it stops first.
+        """
+        d: Deferred[None] = Deferred()
+        self._settling.append(d)
+        self._checkSettled()
+        return d
+
+    def _checkSettled(self) -> None:
+        if not self._settling:
+            return
+        if self.state in _ENDING:
+            waiting, self._settling = self._settling, []
+            for d in waiting:
+                d.errback(RuntimeError(f"the cluster is {self.state.value}"))
+            return
+        if self.state is not State.running or self._owed:
+            return
+        records = self.roster.having(Role.starting, Role.serving, Role.retiring)
+        if len(records) == self.count and all(r.role is Role.serving for r in records):
+            waiting, self._settling = self._settling, []
+            for d in waiting:
+                d.callback(None)
+
     def reload(self) -> Deferred[bool]:
         """
         Replace every worker with a fresh one, C{reloadBatch} at a time, each
@@ -355,6 +404,14 @@ class ClusterService(Service):
     # The reconcile step
 
     def _reconcile(self) -> None:
+        """
+        The step every event ends with: decide what to start and retire,
+        then tell those waiting whether the workers now match the count.
+        """
+        self._decide()
+        self._checkSettled()
+
+    def _decide(self) -> None:
         """
         After every event: start the replacements now due, replace the
         workers a policy marked for recycling and, while plainly running,
@@ -630,6 +687,7 @@ class ClusterService(Service):
             return
         self.fatalError = reason
         self._enter(State.failed)
+        self._checkSettled()
         self._log.critical("Stopping the cluster: {reason}", reason=reason)
         self._onFatal(reason)
 

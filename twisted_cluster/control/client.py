@@ -1,0 +1,155 @@
+"""
+The C{twisted-cluster} command's end of the control socket: it runs one
+command on a connection it is handed, printing the master's progress.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import ConnectionClosed
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.task import LoopingCall
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from .commands import Progress, Refused, Reload, Scale, Send, Status, Stop
+from .table import formatStatus
+
+CLEAR = "\x1b[H\x1b[2J"
+"""Home the cursor and clear the screen: C{--watch} redraws in place."""
+
+
+class _ClientProtocol(amp.AMP):
+    def __init__(self, out: TextIO) -> None:
+        super().__init__()
+        self._out = out
+        self.lost: Deferred[None] = Deferred()
+
+    @Progress.responder
+    def progress(self, line: str) -> dict[str, Any]:
+        self._out.write(f"  {line}\n")
+        self._out.flush()
+        return {}
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self.lost.callback(None)
+
+
+class Client:
+    """
+    Runs a command against a master over C{sock}, a connected control
+    socket, on C{reactor}.
+    """
+
+    def __init__(self, reactor: Any, sock: socket.socket, out: TextIO) -> None:
+        self._reactor = reactor
+        self._out = out
+        self._protocol = _ClientProtocol(out)
+        reactor.adoptStreamConnection(
+            sock.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: self._protocol)
+        )
+        sock.close()
+        self._code = 1
+
+    def run(self, action: Callable[[], Deferred[int] | int]) -> int:
+        """
+        Run C{action} in the reactor; its exit status.
+        """
+
+        def go() -> None:
+            d = maybeDeferred(action)
+            d.addCallbacks(self._exit, self._failed)
+
+        self._reactor.callWhenRunning(go)
+        self._reactor.run()
+        return self._code
+
+    def _exit(self, code: int) -> None:
+        self._code = code
+        if self._reactor.running:
+            self._reactor.stop()
+
+    def _failed(self, failure: Failure) -> None:
+        if failure.check(Refused):
+            why = failure.getErrorMessage()
+        elif failure.check(ConnectionClosed):
+            why = "the master closed the connection (does it refuse this user?)"
+        else:
+            why = f"{failure.value.__class__.__name__}: {failure.getErrorMessage()}"
+        sys.stderr.write(f"twisted-cluster: {why}\n")
+        self._exit(1)
+
+    def _call(self, command: type[amp.Command], **kw: Any) -> Deferred[Any]:
+        d: Deferred[Any] = self._protocol.callRemote(command, **kw)
+        return d
+
+    def _say(self, line: str) -> None:
+        self._out.write(line + "\n")
+        self._out.flush()
+
+    # The commands
+
+    def status(self, asJSON: bool, watch: bool) -> Deferred[int]:
+        def show(answer: dict[str, Any]) -> int:
+            status = answer["status"]
+            if watch:
+                self._out.write(CLEAR)
+            if asJSON:
+                self._say(json.dumps(status, indent=None if watch else 1))
+            else:
+                formatStatus(status, self._out)
+            self._out.flush()
+            return 0
+
+        if not watch:
+            return self._call(Status).addCallback(show)
+        # Until Ctrl-C, which stops the reactor: then all is well.
+        self._code = 0
+        loop = LoopingCall(lambda: self._call(Status).addCallback(show))
+        loop.clock = self._reactor
+        return loop.start(1.0).addCallback(lambda _: 0)
+
+    def reload(self) -> Deferred[int]:
+        self._say("Reloading")
+
+        def done(_: object) -> int:
+            self._say("Reloaded: every worker runs fresh code")
+            return 0
+
+        return self._call(Reload).addCallback(done)
+
+    def scale(self, count: int, relative: bool) -> Deferred[int]:
+        def done(answer: dict[str, Any]) -> int:
+            n = answer["count"]
+            self._say(f"{n} worker{'' if n == 1 else 's'} serving")
+            return 0
+
+        return self._call(Scale, count=count, relative=relative).addCallback(done)
+
+    def stop(self, now: bool) -> Deferred[int]:
+        self._say("Stopping" + (" at once" if now else ""))
+
+        def stopped(_: object) -> int:
+            self._say("Stopped")
+            return 0
+
+        return (
+            self._call(Stop, now=now)
+            .addCallback(lambda _: self._protocol.lost)
+            .addCallback(stopped)
+        )
+
+    def send(self, worker: int, message: object) -> Deferred[int]:
+        def done(answer: dict[str, Any]) -> int:
+            n = answer["sent"]
+            self._say(f"Sent to {n} worker{'' if n == 1 else 's'}")
+            return 0
+
+        return self._call(Send, worker=worker, message=message).addCallback(done)
