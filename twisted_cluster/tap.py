@@ -18,6 +18,7 @@ from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.python import usage
 
+from .cpus import usableCPUs
 from .heap import freezeOnceServing, holdCollection
 from .internals import appendToLogFiles, exitTwistdWith
 from .limits import MAX_MESSAGE_SIZE
@@ -31,16 +32,6 @@ if TYPE_CHECKING:
     from .master.supervisor import ClusterService
 
 _log = Logger(namespace="twisted_cluster.tap")
-
-
-def usableCPUs() -> int:
-    """
-    How many CPUs this process may run on.
-    """
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def quantity(
