@@ -22,8 +22,10 @@ from .cpus import usableCPUs
 from .heap import freezeOnceServing, holdCollection
 from .internals import appendToLogFiles, exitTwistdWith
 from .limits import MAX_MESSAGE_SIZE
+from .logformat import FORMATS, JSON, TEXT
 from .master.lean import withoutTLS
 from .master.listeners import parseBind
+from .master.logs import chooseJSON, isJSONObserver
 from .master.restart import RestartPolicy
 from .master.scheduling import SCHEDULING
 from .worker.logging import RELAY, STDOUT
@@ -202,6 +204,14 @@ class Options(usage.Options):
                 megabytes,
             ],
             [
+                "log-format",
+                None,
+                TEXT,
+                "The log's format: text (twistd's) or json (one JSON object per "
+                "line, master and workers alike, each worker's id and slot in "
+                "its events).",
+            ],
+            [
                 "master-hook",
                 None,
                 None,
@@ -244,6 +254,16 @@ class Options(usage.Options):
         if self["scheduling"] not in SCHEDULING:
             choices = ", ".join(SCHEDULING)
             raise usage.UsageError(f"--scheduling must be one of {choices}")
+        if self["log-format"] not in FORMATS:
+            choices = ", ".join(FORMATS)
+            raise usage.UsageError(
+                f"--log-format must be one of {choices}, not {self['log-format']!r}"
+            )
+        if self["log-format"] == JSON:
+            try:
+                chooseJSON(getattr(self, "parent", None))
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
         if self["master-hook"]:
             self["master-hook"] = loadHook(self["master-hook"])
         self["app"] = checkApp(self["app"])
@@ -275,7 +295,9 @@ def workerLogTarget(runner: Any) -> str:
     its log file, or (syslog, a custom logger, or not twistd) relayed.
     """
     try:
-        if runner["syslog"] or runner["logger"]:
+        if runner["syslog"] or (
+            runner["logger"] and not isJSONObserver(runner["logger"])
+        ):
             return RELAY
         logfile, nodaemon = runner["logfile"], runner["nodaemon"]
     except (KeyError, TypeError):
@@ -361,7 +383,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     master.setupMaster(
         exec="",
         execArgv=["-m", "twisted_cluster.worker"],
-        args=["--app", options["app"], "--log-to", logTarget],
+        args=[
+            *("--app", options["app"], "--log-to", logTarget),
+            *("--log-format", options["log-format"]),
+        ],
         # Workers logging to the master's stdout share it; others pipe theirs
         # to the master, which logs what they write outside their log.
         silent=logTarget != STDOUT,
