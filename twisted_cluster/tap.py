@@ -28,6 +28,7 @@ from .master.listeners import parseBind
 from .master.logs import chooseJSON, isJSONObserver
 from .master.restart import RestartPolicy
 from .master.scheduling import SCHEDULING
+from .titles import masterTitle, setTitle
 from .worker.logging import RELAY, STDOUT
 
 if TYPE_CHECKING:
@@ -439,6 +440,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         bindAhead=options["bind"],
     )
     reactor.callWhenRunning(installSignals, service, reactor)
+    reactor.callWhenRunning(setTitle, masterTitle(options["app"]))
     # Later than in a worker: while workers start, they need the CPUs.
     freezeOnceServing(reactor, after=2.0)
     # twistd re-raises the signal that stopped it; a graceful stop exits 0,

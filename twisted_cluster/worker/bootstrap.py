@@ -27,6 +27,7 @@ from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from ..logformat import FORMATS, TEXT
+from ..titles import setTitle, workerTitle
 from . import thisWorker
 from .logging import RELAY, workerObserver
 
@@ -113,6 +114,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
     # A hung worker is sent SIGABRT first: this dumps where it is stuck.
     faulthandler.enable()
     worker = thisWorker(reactor)
+
+    def retitle(_: object = None) -> None:
+        setTitle(workerTitle(worker.id, worker.slot, options.app, worker.standby))
+
+    retitle()
     ours = workerObserver(
         options.log_to, worker.id, reactor, options.log_format, lambda: worker.slot
     )
@@ -153,7 +159,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(status[0])
     if worker.standby:
         # A spare: all loaded, it starts the moment the master says so.
-        worker.whenStarted().addCallback(lambda _: start(application))
+        worker.whenStarted().addCallback(retitle).addCallback(
+            lambda _: start(application)
+        )
     else:
         start(application)
         if status[0]:
