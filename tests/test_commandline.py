@@ -38,6 +38,7 @@ WRONG = [
     (["--bind", "tcp:http"], "--bind"),
     (["--bind", "sctp:80"], "--bind"),
     (["--bind", "tcp:70000"], "--bind"),
+    (["--log-format", "xml"], "--log-format"),
     (["--no-such-option"], "no-such-option"),
 ]
 

@@ -20,29 +20,23 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .control.paths import defaultControlPath
+from .cpus import usableCPUs
 from .heap import freezeOnceServing, holdCollection
 from .internals import appendToLogFiles, exitTwistdWith
 from .limits import MAX_MESSAGE_SIZE
+from .logformat import FORMATS, JSON, TEXT
 from .master.lean import withoutTLS
 from .master.listeners import parseBind
+from .master.logs import chooseJSON, isJSONObserver
 from .master.restart import RestartPolicy
 from .master.scheduling import SCHEDULING
+from .titles import masterTitle, setTitle
 from .worker.logging import RELAY, STDOUT
 
 if TYPE_CHECKING:
     from .master.supervisor import ClusterService
 
 _log = Logger(namespace="twisted_cluster.tap")
-
-
-def usableCPUs() -> int:
-    """
-    How many CPUs this process may run on.
-    """
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def quantity(
@@ -220,6 +214,14 @@ class Options(usage.Options):
                 megabytes,
             ],
             [
+                "log-format",
+                None,
+                TEXT,
+                "The log's format: text (twistd's) or json (one JSON object per "
+                "line, master and workers alike, each worker's id and slot in "
+                "its events).",
+            ],
+            [
                 "master-hook",
                 None,
                 None,
@@ -262,6 +264,16 @@ class Options(usage.Options):
         if self["scheduling"] not in SCHEDULING:
             choices = ", ".join(SCHEDULING)
             raise usage.UsageError(f"--scheduling must be one of {choices}")
+        if self["log-format"] not in FORMATS:
+            choices = ", ".join(FORMATS)
+            raise usage.UsageError(
+                f"--log-format must be one of {choices}, not {self['log-format']!r}"
+            )
+        if self["log-format"] == JSON:
+            try:
+                chooseJSON(getattr(self, "parent", None))
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
         if self["master-hook"]:
             self["master-hook"] = loadHook(self["master-hook"])
         self["app"] = checkApp(self["app"])
@@ -293,7 +305,9 @@ def workerLogTarget(runner: Any) -> str:
     its log file, or (syslog, a custom logger, or not twistd) relayed.
     """
     try:
-        if runner["syslog"] or runner["logger"]:
+        if runner["syslog"] or (
+            runner["logger"] and not isJSONObserver(runner["logger"])
+        ):
             return RELAY
         logfile, nodaemon = runner["logfile"], runner["nodaemon"]
     except (KeyError, TypeError):
@@ -379,7 +393,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     master.setupMaster(
         exec="",
         execArgv=["-m", "twisted_cluster.worker"],
-        args=["--app", options["app"], "--log-to", logTarget],
+        args=[
+            *("--app", options["app"], "--log-to", logTarget),
+            *("--log-format", options["log-format"]),
+        ],
         # Workers logging to the master's stdout share it; others pipe theirs
         # to the master, which logs what they write outside their log.
         silent=logTarget != STDOUT,
@@ -442,6 +459,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             service, control, reactor, lambda now: _stop(service, reactor, now)
         ).setServiceParent(root)
     service.setServiceParent(root)
+    reactor.callWhenRunning(setTitle, masterTitle(options["app"]))
     # Later than in a worker: while workers start, they need the CPUs.
     freezeOnceServing(reactor, after=2.0)
     # twistd re-raises the signal that stopped it; a graceful stop exits 0,

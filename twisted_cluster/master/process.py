@@ -178,7 +178,7 @@ class Worker(EventEmitter):
         self._channel: MasterChannel | None = None
         self._lifeline: int | None = None
         self._lifecycle: Lifecycle = lifecycleMachine(self)
-        self._logs = WorkerLogRelay(workerId)
+        self._logs = WorkerLogRelay(workerId, slot=lambda: self.slot)
         self._deathWaiters: list[Deferred[Worker]] = []
         self._listens: set[tuple[object, ...]] = set()
         # Every slot it was asked to adopt: it may ask for their sockets.

@@ -26,6 +26,8 @@ from twisted.python import log as legacyLog
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
+from ..logformat import FORMATS, TEXT
+from ..titles import setTitle, workerTitle
 from . import thisWorker
 from .logging import RELAY, workerObserver
 
@@ -99,6 +101,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
         default=RELAY,
         help="where the log goes: relay (to the master), stdout, or a file's path",
     )
+    parser.add_argument(
+        "--log-format",
+        default=TEXT,
+        choices=FORMATS,
+        help="the log's format: text (twistd's) or json (one object per line)",
+    )
     options = parser.parse_args(argv)
 
     from twisted.internet import reactor
@@ -106,7 +114,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
     # A hung worker is sent SIGABRT first: this dumps where it is stuck.
     faulthandler.enable()
     worker = thisWorker(reactor)
-    ours = workerObserver(options.log_to, worker.id, reactor)
+
+    def retitle(_: object = None) -> None:
+        setTitle(workerTitle(worker.id, worker.slot, options.app, worker.standby))
+
+    retitle()
+    ours = workerObserver(
+        options.log_to, worker.id, reactor, options.log_format, lambda: worker.slot
+    )
     globalLogBeginner.beginLoggingTo([ours], redirectStandardIO=True)
     # As twistd does, so a .tac can import modules beside it.
     sys.path.insert(0, os.path.abspath(os.getcwd()))
@@ -144,7 +159,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(status[0])
     if worker.standby:
         # A spare: all loaded, it starts the moment the master says so.
-        worker.whenStarted().addCallback(lambda _: start(application))
+        worker.whenStarted().addCallback(retitle).addCallback(
+            lambda _: start(application)
+        )
     else:
         start(application)
         if status[0]:

@@ -4,9 +4,10 @@ Where a worker's log goes.
 Per-event work in the master would put it on the data path (a web app logs
 every request), so when the master's log is a file or its standard output,
 each worker formats its own events as twistd would and writes them there
-itself, its id in every line.  Only when the master logs elsewhere (syslog,
-a custom observer) are events relayed to it, as JSON on the worker's
-standard output (see L{twisted_cluster.master.logs}).
+itself, its id in every line (with C{--log-format json}, as JSON objects
+with its id and slot: L{twisted_cluster.logformat}).  Only when the master
+logs elsewhere (syslog, a custom observer) are events relayed to it, as
+JSON on the worker's standard output (see L{twisted_cluster.master.logs}).
 
 A busy worker logs once per request.  Writing each line at once would cost
 a system call per request, so the lines of one reactor turn go out together
@@ -33,6 +34,8 @@ from twisted.logger import (
 )
 from twisted.python import threadable
 from zope.interface import implementer
+
+from ..logformat import JSON, TEXT, eventAsJSONLine
 
 RELAY = "relay"
 STDOUT = "stdout"
@@ -111,12 +114,45 @@ class _SecondStamps:
         return self._text
 
 
+class TextLines:
+    """
+    An event as a line of twistd's log file, with C{worker N: } in front of
+    its system, and its traceback indented under it.
+    """
+
+    def __init__(self, workerId: int) -> None:
+        self._prefix = f"worker {workerId}: "
+        self._stamp = _SecondStamps()
+
+    def __call__(self, event: LogEvent) -> str | None:
+        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+        if not text:
+            return None
+        stamp = self._stamp(event.get("log_time"))
+        line = f"{stamp} [{self._prefix}{_system(event)}] {text}"
+        return line.replace("\n", "\n\t") + "\n"
+
+
+class JSONLines:
+    """
+    An event as one line of JSON (L{eventAsJSONLine}), with the worker's id
+    and its slot at the time (a spare learns its slot when it starts).
+    """
+
+    def __init__(self, workerId: int, slot: Callable[[], int | None]) -> None:
+        self._id = workerId
+        self._slot = slot
+
+    def __call__(self, event: LogEvent) -> str | None:
+        return eventAsJSONLine(event, (self._id, self._slot()))
+
+
 @implementer(ILogObserver)
 class WorkerLogObserver:
     """
-    Writes events as twistd's log file does, with C{worker N: } in front of
-    each event's system, to a L{LineBuffer}, flushed at the end of the
-    reactor turn; at once for warnings and errors, for events logged in
+    Writes events, each a line as C{lines} makes it (by default as twistd's
+    log file does, L{TextLines}), to a L{LineBuffer}, flushed at the end of
+    the reactor turn; at once for warnings and errors, for events logged in
     other threads, and while the reactor is not running.
     """
 
@@ -126,29 +162,27 @@ class WorkerLogObserver:
         stream: LineBuffer,
         reactor: Any,
         inReactorThread: Callable[[], bool] = threadable.isInIOThread,
+        lines: Callable[[LogEvent], str | None] | None = None,
     ) -> None:
-        self._prefix = f"worker {workerId}: "
+        self._lines = TextLines(workerId) if lines is None else lines
         self._stream = stream
         self._reactor = reactor
         self._inReactorThread = inReactorThread
-        self._stamp = _SecondStamps()
         self._lock = threading.Lock()
         self._turn: Any = None
         reactor.addSystemEventTrigger("after", "shutdown", self.flush)
 
     def __call__(self, event: LogEvent) -> None:
-        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
-        if not text:
+        line = self._lines(event)
+        if not line:
             return
-        stamp = self._stamp(event.get("log_time"))
-        line = f"{stamp} [{self._prefix}{_system(event)}] {text}"
         later = (
             self._reactor.running
             and event.get("log_level") not in _URGENT
             and self._inReactorThread()
         )
         with self._lock:
-            self._stream.write(line.replace("\n", "\n\t") + "\n")
+            self._stream.write(line)
             if not later:
                 self._stream.flush()
                 return
@@ -179,13 +213,22 @@ def _system(event: LogEvent) -> str:
         return "UNFORMATTABLE"
 
 
-def workerObserver(target: str, workerId: int, reactor: Any) -> ILogObserver:
+def workerObserver(
+    target: str,
+    workerId: int,
+    reactor: Any,
+    logFormat: str = TEXT,
+    slot: Callable[[], int | None] = lambda: None,
+) -> ILogObserver:
     """
     The observer for a worker whose log goes to C{target}: L{RELAY},
-    L{STDOUT} or a file's path.
+    L{STDOUT} or a file's path, in C{logFormat} (L{TEXT} or L{JSON}; a
+    relayed log is the master's to format); C{slot} tells the worker's
+    slot at the time.
     """
     if target == RELAY:
         stdout = os.fdopen(1, "w", encoding="utf-8", closefd=False)
         return jsonFileLogObserver(stdout)
     stream = LineBuffer(1) if target == STDOUT else ReopeningFile(target)
-    return WorkerLogObserver(workerId, stream, reactor)
+    lines = JSONLines(workerId, slot) if logFormat == JSON else None
+    return WorkerLogObserver(workerId, stream, reactor, lines=lines)
