@@ -13,6 +13,7 @@ from twisted_cluster.master.roster import (
     KEEP_DEAD,
     MOVES,
     IllegalTransition,
+    Recycle,
     Role,
     Roster,
 )
@@ -136,7 +137,7 @@ def test_aRecycleMarkIsActedOnOnce() -> None:
     h = Harness()
     bootAll(h)
     first = h.service.roster.serving()[0]
-    first.recycle = "told so"
+    first.recycle = Recycle("age", "told so")
     h.service._reconcile()
     h.service._reconcile()
     assert len(h.reactor.processes) == 3  # one replacement, not two

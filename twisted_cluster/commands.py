@@ -255,6 +255,17 @@ class Heartbeat(amp.Command):
     response = [(b"figures", JSON(optional=True))]
 
 
+class Metrics(amp.Command):
+    """
+    Master to worker: your app's metrics, C{prometheus_client}'s default
+    registry in Prometheus' text format (empty where the app does not use
+    C{prometheus_client}).
+    """
+
+    arguments = []
+    response = [(b"text", BigBytes())]
+
+
 class Disconnect(amp.Command):
     """
     Master to worker: stop accepting, finish what you have, then exit.

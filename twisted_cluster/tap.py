@@ -174,6 +174,14 @@ class Options(usage.Options):
                 "twistd.ctl beside the pid file]; none: no control socket.",
             ],
             [
+                "metrics",
+                None,
+                None,
+                "Serve Prometheus metrics at /metrics on this endpoint (e.g. "
+                "tcp:9100:interface=127.0.0.1): the cluster's, and the workers' own "
+                "prometheus_client metrics with a worker_slot label.",
+            ],
+            [
                 "reload-batch",
                 None,
                 1,
@@ -458,6 +466,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         ControlService(
             service, control, reactor, lambda now: _stop(service, reactor, now)
         ).setServiceParent(root)
+    if options["metrics"] is not None:
+        _serveMetrics(service, reactor, options["metrics"], fatal, root)
     service.setServiceParent(root)
     reactor.callWhenRunning(setTitle, masterTitle(options["app"]))
     # Later than in a worker: while workers start, they need the CPUs.
@@ -469,6 +479,31 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     shell: IService = root
     return shell
+
+
+def _serveMetrics(
+    service: ClusterService,
+    reactor: Any,
+    description: str,
+    fatal: Callable[[str], None],
+    root: MultiService,
+) -> None:
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        from .master.metrics import ClusterMetrics, MetricsService
+    except ImportError as e:
+        raise SystemExit(
+            f"twisted-cluster: --metrics needs prometheus_client ({e}): "
+            "pip install 'twisted-cluster[metrics]'"
+        ) from None
+    try:
+        endpoint = serverFromString(reactor, description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise SystemExit(f"twisted-cluster: --metrics {description!r}: {e}") from None
+    MetricsService(ClusterMetrics(service, reactor), endpoint, fatal).setServiceParent(
+        root
+    )
 
 
 class _InTurn(MultiService):

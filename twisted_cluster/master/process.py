@@ -35,6 +35,7 @@ from ..commands import (
     Disconnect,
     Heartbeat,
     Message,
+    Metrics,
     Release,
     Start,
     boxLimit,
@@ -318,6 +319,15 @@ class Worker(EventEmitter):
             return fail(ConnectionError(f"worker {self.id} is not connected"))
         d: Deferred[dict[str, Any]] = self._channel.callRemote(Heartbeat)
         return d.addCallback(_figuresOf)
+
+    def metrics(self) -> Deferred[bytes]:
+        """
+        Fires with the worker's app metrics in Prometheus' text format.
+        """
+        if self._channel is None:
+            return fail(ConnectionError(f"worker {self.id} is not connected"))
+        d: Deferred[dict[str, Any]] = self._channel.callRemote(Metrics)
+        return d.addCallback(lambda answer: answer["text"])
 
     def disconnect(self) -> Deferred[Worker]:
         """

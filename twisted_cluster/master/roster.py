@@ -9,11 +9,11 @@ and raises L{IllegalTransition}.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -56,6 +56,20 @@ class IllegalTransition(Exception):
 
 KEEP_DEAD = 64
 """How many records of dead workers a roster keeps, for who asks later."""
+
+
+class Recycle(NamedTuple):
+    """
+    Why a serving worker should be replaced: C{cause} is C{"memory"} or
+    C{"age"} (a metric's label), C{why} says it for people.
+    """
+
+    cause: str
+    why: str
+
+
+CAUSES = ("crash", "signal", "hang", "memory", "age", "reload")
+"""Why a worker was replaced, as the restart counts say."""
 
 
 @dataclass
@@ -104,7 +118,7 @@ class WorkerRecord:
     lastHeard: float | None = None
     pinging: bool = False
     hung: float | None = None
-    recycle: str | None = None
+    recycle: Recycle | None = None
     recycling: bool = False
     replacement: WorkerRecord | None = None
     fate: Deferred[bool] | None = None
@@ -170,6 +184,8 @@ class Roster:
         self._clock = clock
         self._live: dict[int, WorkerRecord] = {}
         self._slotRestarts: dict[int, int] = {}
+        # How many workers were replaced, by cause (one of CAUSES).
+        self.restarts: Counter[str] = Counter({cause: 0 for cause in CAUSES})
         self.dead: deque[WorkerRecord] = deque(maxlen=KEEP_DEAD)
 
     def add(

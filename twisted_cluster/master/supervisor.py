@@ -7,7 +7,7 @@ on an app that cannot start, and stop them all gracefully.
 from __future__ import annotations
 
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -24,7 +24,7 @@ from .master import Master
 from .observer import IWorkerObserver, WorkerObserver
 from .process import Worker
 from .restart import RestartPolicy, jittered
-from .roster import IllegalTransition, Role, Roster, WorkerRecord
+from .roster import IllegalTransition, Recycle, Role, Roster, WorkerRecord
 from .spares import Spares
 from .watchdog import Watchdog
 
@@ -129,6 +129,7 @@ class ClusterService(Service):
     @ivar fatalError: the reason given to C{onFatal}, if it was called.
     @ivar state: the cluster's L{State}.
     @ivar roster: the record of each worker it started.
+    @ivar reloads: how many reloads were C{"done"} and C{"failed"}.
     """
 
     _log = Logger()
@@ -152,6 +153,7 @@ class ClusterService(Service):
         self.fatalError: str | None = None
         self.state = State.starting
         self.roster = Roster(reactor)
+        self.reloads: Counter[str] = Counter(done=0, failed=0)
         self._reactor = reactor
         self._onFatal = onFatal
         self._everUp = False
@@ -373,6 +375,7 @@ class ClusterService(Service):
         done: Deferred[bool] = Deferred()
 
         def finish(ok: bool) -> None:
+            self.reloads["done" if ok else "failed"] += 1
             self._enter(State.running)
             self._spares.fill()
             self._reconcile()
@@ -394,7 +397,8 @@ class ClusterService(Service):
                 self._log.info("Reload done")
                 finish(True)
                 return
-            results = DeferredList([self._replace(r, "reload") for r in batch])
+            replaced = [self._replace(r, "reload", "reload") for r in batch]
+            results = DeferredList(replaced)
             results.addCallback(lambda rs: nextBatch(all(ok for _, ok in rs)))
 
         # Workers dying from here on are replaced in the usual way.
@@ -430,7 +434,7 @@ class ClusterService(Service):
             for record in self.roster.serving():
                 if record.recycle is not None and not record.recycling:
                     record.recycling = True
-                    self._replace(record, record.recycle)
+                    self._replace(record, record.recycle.why, record.recycle.cause)
         if self.state is not State.running:
             return
         staying = sum(1 for r in self.roster if r.staying)
@@ -458,10 +462,12 @@ class ClusterService(Service):
         """
         return [r for r in self.roster if r.upSince is not None and r.hung is None]
 
-    def _replace(self, old: WorkerRecord, why: str) -> Deferred[bool]:
+    def _replace(self, old: WorkerRecord, why: str, cause: str) -> Deferred[bool]:
         """
         Start a replacement for C{old}; once it is up, retire C{old}.  Fires
         with whether the replacement came up.
+
+        @param cause: why, for the restart counts: one of L{CAUSES}.
         """
         try:
             worker = self.master.fork(slot=old.slot)
@@ -483,6 +489,7 @@ class ClusterService(Service):
         def decided(up: bool) -> bool:
             old.replacement = None
             if up:
+                self.roster.restarts[cause] += 1
                 self._retire(old, why)
                 return up
             reason = worker.bootError or f"worker {new.id} exited before it started"
@@ -514,7 +521,7 @@ class ClusterService(Service):
 
     def _aged(self, record: WorkerRecord, age: float) -> None:
         if record.recycle is None:
-            record.recycle = f"older than {age:.0f}s"
+            record.recycle = Recycle("age", f"older than {age:.0f}s")
         self._reconcile()
 
     def _hangs(self, record: WorkerRecord) -> None:
@@ -654,6 +661,8 @@ class ClusterService(Service):
             how=how,
             delay=delay,
         )
+        cause = "hang" if record.hung is not None else "signal" if signal else "crash"
+        self.roster.restarts[cause] += 1
         self._owe(failures, bootFailures, delay)
 
     def _owe(self, failures: int, bootFailures: int, delay: float) -> None:

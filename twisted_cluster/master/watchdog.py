@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from .roster import WorkerRecord
+from .roster import Recycle, WorkerRecord
 from .usage import residentMegabytes
 
 MEMORY_INTERVAL = 5.0
@@ -77,8 +77,9 @@ class Watchdog:
             if self._maxMemory and pid is not None and record.recycle is None:
                 megabytes = self._memoryOf(pid)
                 if megabytes is not None and megabytes > self._maxMemory:
-                    record.recycle = (
-                        f"{megabytes:.0f} MB resident, over {self._maxMemory:g} MB"
+                    record.recycle = Recycle(
+                        "memory",
+                        f"{megabytes:.0f} MB resident, over {self._maxMemory:g} MB",
                     )
                     self._onFat(record)
 

@@ -33,6 +33,7 @@ from ..commands import (
     Listen,
     ListenFailed,
     Message,
+    Metrics,
     NotListening,
     Online,
     Ready,
@@ -48,6 +49,7 @@ from ..messages import Batcher, decodeBatch
 from ..request import ListenRequest
 from .lifeline import watchLifeline
 from .listening import MINE, Answer, SharedPorts
+from .metrics import appMetrics
 
 
 class ChannelLost(Exception):
@@ -147,6 +149,10 @@ class WorkerChannel(Channel):
     @Heartbeat.responder
     def heartbeat(self) -> dict[str, Any]:
         return {"figures": self._worker.ports.counts.figures()}
+
+    @Metrics.responder
+    def metrics(self) -> dict[str, Any]:
+        return {"text": appMetrics()}
 
     @Disconnect.responder
     def disconnect(self) -> dict[str, Any]:
