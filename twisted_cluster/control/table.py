@@ -57,12 +57,9 @@ def formatStatus(status: dict[str, Any], out: TextIO) -> None:
     )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
-        out.write(
-            "  ".join(
-                cell.ljust(width) for cell, width in zip(row, widths, strict=True)
-            )
-        )
-        out.write("\n")
+        cells = zip(row, widths, strict=True)
+        line = "  ".join(cell.ljust(width) for cell, width in cells)
+        out.write(line.rstrip() + "\n")
     serving = sum(1 for w in status["workers"] if w["state"] == "serving")
     out.write(
         f"\ncluster {status['state']}: {serving} of {status['count']} workers "
