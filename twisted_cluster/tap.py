@@ -394,6 +394,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         if reactor is None:
             from twisted.internet import reactor
         from . import cluster
+        from .master.notify import SystemdNotifier
         from .master.supervisor import ClusterService, Limits
 
     master = cluster.theMaster(reactor)
@@ -458,6 +459,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     reactor.callWhenRunning(installSignals, service, reactor)
     root = _InTurn()
+    notifier = SystemdNotifier.fromEnvironment(reactor, os.environ)
+    if notifier is not None:
+        # Stopped last: systemd's watchdog is pinged to the end of the stop.
+        notifier.setServiceParent(root)
+        service.observers.append(notifier)
     control = _controlPath(options["control"], runner)
     if control is not None:
         from .control.server import ControlService

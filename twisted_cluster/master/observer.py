@@ -48,3 +48,20 @@ class WorkerObserver:
 
     def spareListened(self, worker: Worker) -> None:
         pass
+
+
+class IClusterObserver(Interface):
+    """
+    Told of the cluster's own changes: its state, and how many serve.
+    """
+
+    def stateChanged(old: str, new: str) -> None:
+        """
+        The cluster went from state C{old} to C{new} (the values of
+        L{twisted_cluster.master.supervisor.State}).
+        """
+
+    def servingChanged(serving: int, count: int) -> None:
+        """
+        C{serving} workers of the C{count} wanted now serve.
+        """

@@ -21,7 +21,7 @@ from zope.interface import implementer
 from ..request import ListenRequest
 from .listeners import BindError
 from .master import Master
-from .observer import IWorkerObserver, WorkerObserver
+from .observer import IClusterObserver, IWorkerObserver, WorkerObserver
 from .process import Worker
 from .restart import RestartPolicy, jittered
 from .roster import IllegalTransition, Recycle, Role, Roster, WorkerRecord
@@ -130,6 +130,7 @@ class ClusterService(Service):
     @ivar state: the cluster's L{State}.
     @ivar roster: the record of each worker it started.
     @ivar reloads: how many reloads were C{"done"} and C{"failed"}.
+    @ivar observers: the L{IClusterObserver}s told of its changes.
     """
 
     _log = Logger()
@@ -161,6 +162,9 @@ class ClusterService(Service):
         # Replacements owed for workers that died, each when its backoff ends.
         self._owed: list[_Owed] = []
         self._immediate = False
+        # Told of the cluster's state and how many serve.
+        self.observers: list[IClusterObserver] = []
+        self._serving = 0
         # Who waits for the workers to match the count (L{whenSettled}).
         self._settling: list[Deferred[None]] = []
         self._spares = Spares(
@@ -200,7 +204,9 @@ class ClusterService(Service):
                 f"the cluster cannot go from {self.state} to {state}"
             )
         self._log.info("Cluster {old} -> {new}", old=self.state.value, new=state.value)
-        self.state = state
+        old, self.state = self.state, state
+        for observer in list(self.observers):
+            observer.stateChanged(old.value, state.value)
 
     def privilegedStartService(self) -> None:
         """
@@ -414,6 +420,11 @@ class ClusterService(Service):
         """
         self._decide()
         self._checkSettled()
+        serving = len(self.roster.serving())
+        if serving != self._serving:
+            self._serving = serving
+            for observer in list(self.observers):
+                observer.servingChanged(serving, self.count)
 
     def _decide(self) -> None:
         """
