@@ -174,6 +174,21 @@ class Options(usage.Options):
                 "twistd.ctl beside the pid file]; none: no control socket.",
             ],
             [
+                "health",
+                None,
+                None,
+                "Serve GET /health on this endpoint (e.g. tcp:8081:interface=0.0.0.0): "
+                "200 while workers serve, 503 while starting, draining or stopping.",
+            ],
+            [
+                "shutdown-delay",
+                None,
+                0.0,
+                "Seconds a graceful stop keeps serving, with /health at 503, before "
+                "the workers stop accepting (load balancers stop routing here first).",
+                seconds,
+            ],
+            [
                 "metrics",
                 None,
                 None,
@@ -447,6 +462,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         maxMemory=options["max-memory"],
         reloadBatch=options["reload-batch"],
         spares=options["spares"],
+        shutdownDelay=options["shutdown-delay"],
     )
     service = ClusterService(
         master,
@@ -472,8 +488,19 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         ControlService(
             service, control, reactor, lambda now: _stop(service, reactor, now)
         ).setServiceParent(root)
+    if options["health"] is not None:
+        from .master.health import healthRoot
+
+        _serve("health", healthRoot(service), options["health"], reactor, fatal, root)
     if options["metrics"] is not None:
-        _serveMetrics(service, reactor, options["metrics"], fatal, root)
+        _serve(
+            "metrics",
+            _metricsRoot(service, reactor),
+            options["metrics"],
+            reactor,
+            fatal,
+            root,
+        )
     service.setServiceParent(root)
     reactor.callWhenRunning(setTitle, masterTitle(options["app"]))
     # Later than in a worker: while workers start, they need the CPUs.
@@ -487,29 +514,37 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     return shell
 
 
-def _serveMetrics(
-    service: ClusterService,
-    reactor: Any,
-    description: str,
-    fatal: Callable[[str], None],
-    root: MultiService,
-) -> None:
-    from twisted.internet.endpoints import serverFromString
-
+def _metricsRoot(service: ClusterService, reactor: Any) -> Any:
     try:
-        from .master.metrics import ClusterMetrics, MetricsService
+        from .master.metrics import ClusterMetrics, metricsRoot
     except ImportError as e:
         raise SystemExit(
             f"twisted-cluster: --metrics needs prometheus_client ({e}): "
             "pip install 'twisted-cluster[metrics]'"
         ) from None
+    return metricsRoot(ClusterMetrics(service, reactor))
+
+
+def _serve(
+    what: str,
+    page: Any,
+    description: str,
+    reactor: Any,
+    fatal: Callable[[str], None],
+    root: MultiService,
+) -> None:
+    """
+    Serve C{page} (a resource tree) on the endpoint C{description} names.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    from .master.web import PageService
+
     try:
         endpoint = serverFromString(reactor, description)
     except (ValueError, TypeError, KeyError) as e:
-        raise SystemExit(f"twisted-cluster: --metrics {description!r}: {e}") from None
-    MetricsService(ClusterMetrics(service, reactor), endpoint, fatal).setServiceParent(
-        root
-    )
+        raise SystemExit(f"twisted-cluster: --{what} {description!r}: {e}") from None
+    PageService(what, page, endpoint, fatal).setServiceParent(root)
 
 
 class _InTurn(MultiService):

@@ -11,7 +11,7 @@ out of that scrape and counted; it never holds the page up.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -19,14 +19,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.samples import Sample
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
 from .roster import Role, WorkerRecord
 from .usage import cpuSeconds, residentBytes
@@ -238,45 +235,10 @@ class MetricsPage(Resource):
         return NOT_DONE_YET
 
 
-class _QuietSite(Site):
-    def log(self, request: http.Request) -> None:
-        pass  # A scrape every few seconds is no news.
-
-
-class MetricsService(Service):
+def metricsRoot(metrics: ClusterMetrics) -> Resource:
     """
-    Serves a L{ClusterMetrics} at C{/metrics} on C{endpoint}; calls
-    C{onFailure(reason)} if it cannot listen there.
+    The resource tree of a metrics endpoint: C{/metrics}.
     """
-
-    def __init__(
-        self,
-        metrics: ClusterMetrics,
-        endpoint: IStreamServerEndpoint,
-        onFailure: Callable[[str], object],
-    ) -> None:
-        root = Resource()
-        root.putChild(b"metrics", MetricsPage(metrics))
-        self._site = _QuietSite(root)
-        self._endpoint = endpoint
-        self._onFailure = onFailure
-        self._port: IListeningPort | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        self._endpoint.listen(self._site).addCallbacks(self._listening, self._failed)
-
-    def _listening(self, port: IListeningPort) -> None:
-        self._port = port
-        ClusterMetrics._log.info("Metrics on {address}", address=port.getHost())
-
-    def _failed(self, failure: Failure) -> None:
-        self._onFailure(f"cannot serve metrics: {failure.getErrorMessage()}")
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        port, self._port = self._port, None
-        if port is None:
-            return None
-        stopped: Deferred[None] | None = port.stopListening()
-        return stopped
+    root = Resource()
+    root.putChild(b"metrics", MetricsPage(metrics))
+    return root

@@ -56,6 +56,7 @@ class SystemdNotifier(Service):
         self._pinging = LoopingCall(self.send, "WATCHDOG=1")
         self._pinging.clock = reactor
         self._failed = False
+        self._stopping = False
 
     @classmethod
     def fromEnvironment(
@@ -116,7 +117,8 @@ class SystemdNotifier(Service):
                 f"MONOTONIC_USEC={self._monotonic()}",
                 "STATUS=reloading",
             )
-        elif new in ("stopping", "failed"):
+        elif new in ("draining", "stopping", "failed") and not self._stopping:
+            self._stopping = True
             self.send("STOPPING=1", f"STATUS={new}")
 
     def servingChanged(self, serving: int, count: int) -> None:

@@ -21,6 +21,7 @@ STATES = {
     "starting": "starting",
     "running": "serving",
     "reloading": "reloading",
+    "draining": "draining",
     "stopping": "stopping",
     "failed": "stopping",
 }

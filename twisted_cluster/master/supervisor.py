@@ -50,6 +50,9 @@ class Limits:
     @ivar reloadBatch: how many workers a reload replaces at a time.
     @ivar killGrace: seconds between SIGABRT and SIGKILL for a hung worker,
         and between SIGTERM and SIGKILL on an immediate stop.
+    @ivar shutdownDelay: seconds a graceful stop keeps serving, draining,
+        before the workers stop accepting: the health check fails at once,
+        so that load balancers stop routing here first.
     @ivar spares: how many warm spares to keep: workers that have loaded the
         app and wait, so that one replaces a dead worker (or adds one) in
         moments rather than a Python start-up.
@@ -64,26 +67,31 @@ class Limits:
     reloadBatch: int = 1
     killGrace: float = 5.0
     spares: int = 1
+    shutdownDelay: float = 0.0
     random: Callable[[], float] = field(default=random.random, compare=False)
 
 
 class State(Enum):
     """
     The cluster's lifecycle.  C{running} and C{reloading} both serve;
-    C{failed} is stopping because the app cannot run.
+    C{draining} serves too, for C{shutdownDelay} seconds before it stops,
+    while the health check says it is going; C{failed} is stopping because
+    the app cannot run.
     """
 
     starting = "starting"
     running = "running"
     reloading = "reloading"
+    draining = "draining"
     stopping = "stopping"
     failed = "failed"
 
 
 _TRANSITIONS = {
-    State.starting: {State.running, State.stopping, State.failed},
-    State.running: {State.reloading, State.stopping, State.failed},
-    State.reloading: {State.running, State.stopping, State.failed},
+    State.starting: {State.running, State.draining, State.stopping, State.failed},
+    State.running: {State.reloading, State.draining, State.stopping, State.failed},
+    State.reloading: {State.running, State.draining, State.stopping, State.failed},
+    State.draining: {State.stopping, State.failed},
     State.stopping: set(),
     State.failed: {State.stopping},
 }
@@ -162,6 +170,7 @@ class ClusterService(Service):
         # Replacements owed for workers that died, each when its backoff ends.
         self._owed: list[_Owed] = []
         self._immediate = False
+        self._drainEnds: IDelayedCall | None = None
         # Told of the cluster's state and how many serve.
         self.observers: list[IClusterObserver] = []
         self._serving = 0
@@ -235,10 +244,24 @@ class ClusterService(Service):
     def stopService(self) -> Deferred[None]:
         """
         Stop every worker and close the shared sockets; fires when all are
-        gone.  Workers stop accepting at once and get C{gracefulTimeout}
-        seconds to finish (after L{stopNow}, C{killGrace} seconds and no
-        draining); the rest are killed.
+        gone.  With C{shutdownDelay}, the cluster first drains: it serves on
+        for that long while the health check fails.  Then workers stop
+        accepting and get C{gracefulTimeout} seconds to finish (after
+        L{stopNow}, no delay, C{killGrace} seconds and no draining); the rest
+        are killed.
         """
+        delay = self.limits.shutdownDelay
+        if delay > 0 and not self._immediate and self.state not in _ENDING:
+            self._enter(State.draining)
+            self._log.info(
+                "Draining: serving {delay:g}s more before stopping", delay=delay
+            )
+            drained: Deferred[None] = Deferred()
+            self._drainEnds = self._reactor.callLater(delay, drained.callback, None)
+            return drained.addCallback(lambda _: self._stop())
+        return self._stop()
+
+    def _stop(self) -> Deferred[None]:
         super().stopService()
         self._enter(State.stopping)
         self._checkSettled()
@@ -269,9 +292,13 @@ class ClusterService(Service):
 
     def stopNow(self) -> None:
         """
-        Make the coming stop immediate: no draining.
+        Make the coming stop immediate: no draining (and a drain under way
+        ends now).
         """
         self._immediate = True
+        ends = self._drainEnds
+        if ends is not None and ends.active():
+            ends.reset(0)
 
     def _killAll(self, workers: list[Worker], timeout: float) -> None:
         for worker in workers:
