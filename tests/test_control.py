@@ -13,6 +13,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -324,6 +325,47 @@ def test_stop(cluster: Any, tmp_path: Path, now: bool) -> None:
     assert "  Cluster running -> stopping" in lines
     assert c.wait(5) == 0
     assert not path.exists()
+
+
+@pytest.mark.timeout(60)
+def test_stopWhileStopping(cluster: Any, tmp_path: Path) -> None:
+    """
+    While a graceful stop waits for a slow request: C{status} says
+    C{stopping}; C{stop --now} cannot hurry it (exit 1, one line); another
+    C{stop} follows it to the end, as the first does (exit 0, the master
+    gone); the request is answered.
+    """
+    c, port, path = web(cluster, tmp_path, workers=1)
+    answer: list[str] = []
+    slow = threading.Thread(target=lambda: answer.append(get(port, "/slow?s=4")))
+    slow.start()
+    waitFor(lambda: "slow request started" in c.log(), what="the slow request")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "twisted_cluster", "--control", str(path), "stop"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        waitFor(
+            lambda: status(path)["state"] == "stopping", what="the cluster stopping"
+        )
+        line = oneLine(ctl(path, "stop", "--now"), 1)
+        assert "already stopping" in line
+        out = ok(path, "stop")
+        assert not processExists(c.pid)
+        assert out.splitlines()[-1] == "Stopped"
+        out, err = first.communicate(timeout=10)
+    finally:
+        first.kill()
+        first.wait()
+    assert first.returncode == 0, err
+    assert out.splitlines()[-1] == "Stopped" and err == ""
+    slow.join(5)
+    assert answer and answer[0].split()[2] == "v1"
+    assert c.wait(5) == 0
+    assert "Traceback" not in c.log()
 
 
 # send
