@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +283,24 @@ def test_scaleAndReloadUnderLoad(cluster: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_failedReload(cluster: Any, tmp_path: Path) -> None:
+    """
+    A reload whose new worker cannot start exits 1 with one line, and the
+    old workers go on serving.
+    """
+    c, port, path = web(cluster, tmp_path, workers=2)
+    before = sorted(w["pid"] for w in status(path)["workers"])
+    (tmp_path / "version.txt").unlink()  # the app cannot load without it
+    done = ctl(path, "reload")
+    assert "the reload failed" in oneLine(done, 1)
+    document = waitFor(lambda: settled(path, 2), what="the old workers serving")
+    assert document is not None
+    assert sorted(w["pid"] for w in document["workers"]) == before
+    assert sorted(childrenOf(c.pid)) == before
+    get(port)
+
+
+@pytest.mark.timeout(60)
 def test_refusedCommands(cluster: Any, tmp_path: Path) -> None:
     """
     C{scale 0} is refused by the master (exit 1), C{scale abc} by the
@@ -484,6 +503,40 @@ def test_otherUserRefused(
 
 
 @pytest.mark.timeout(60)
+def test_anotherMasterThere(tmp_path: Path) -> None:
+    """
+    A master whose control socket another master already serves gives one
+    warning line and runs without it; the first keeps its socket.
+    """
+    path = tmp_path / "shared.ctl"
+    started = []
+    try:
+        for name in ("first", "second"):
+            where = tmp_path / name
+            where.mkdir()
+            port = freePort()
+            (where / "version.txt").write_text(name)
+            c = Cluster(
+                where,
+                WEB,
+                workers=1,
+                env={"PORT": str(port), "VERSION_FILE": str(where / "version.txt")},
+                args=["--control", str(path)],
+            )
+            started.append(c.start())
+            waitFor(partial(_answers, port), what=f"the {name} cluster to serve")
+            waitFor(partial(_saysControl, c), what="the control socket line")
+        first, second = started
+        lines = [line for line in second.log().splitlines() if "ontrol socket" in line]
+        assert len(lines) == 1, lines
+        assert f"No control socket at {path}: another master answers there" in lines[0]
+        assert status(path)["master"]["pid"] == first.pid
+    finally:
+        for c in started:
+            c.kill()
+
+
+@pytest.mark.timeout(60)
 def test_controlNone(cluster: Any, tmp_path: Path) -> None:
     """
     C{--control none}: no socket, and the command finds no cluster.
@@ -524,6 +577,10 @@ def test_controlCannotBeMade(cluster: Any, tmp_path: Path) -> None:
     assert "No control socket at /nonexistent-dir/x.ctl: " in lines[0]
     assert "#warn]" in lines[0]
     assert not os.path.exists("/nonexistent-dir")
+
+
+def _saysControl(c: Cluster) -> bool:
+    return "ontrol socket" in c.log()
 
 
 def _answers(port: int) -> bool:
