@@ -6,12 +6,14 @@ command on a connection it is handed, printing the master's progress.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import struct
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import ConnectionClosed
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.task import LoopingCall
@@ -23,6 +25,43 @@ from .table import formatStatus
 
 CLEAR = "\x1b[H\x1b[2J"
 """Home the cursor and clear the screen: C{--watch} redraws in place."""
+
+EXIT_WAIT = 30.0
+"""How long C{stop} waits for the master to exit once it has hung up."""
+
+_PEERCRED = struct.Struct("3i")
+
+
+def peerPid(sock: socket.socket) -> int | None:
+    """
+    The pid of the process at the other end of a UNIX connection, or
+    C{None} where the kernel does not say (C{SO_PEERCRED}: Linux; 0 when
+    the peer is in a pid namespace this process cannot see).
+    """
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    pid, _, _ = _PEERCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, option, _PEERCRED.size)
+    )
+    return int(pid) or None
+
+
+def exited(pid: int) -> bool:
+    """
+    Whether process C{pid} has exited (a zombie has).
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 class _ClientProtocol(amp.AMP):
@@ -52,6 +91,8 @@ class Client:
         self._reactor = reactor
         self._out = out
         self._protocol = _ClientProtocol(out)
+        # The master: stop waits for it to exit, not only to hang up.
+        self._masterPid = peerPid(sock)
         reactor.adoptStreamConnection(
             sock.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: self._protocol)
         )
@@ -143,8 +184,32 @@ class Client:
         return (
             self._call(Stop, now=now)
             .addCallback(lambda _: self._protocol.lost)
+            .addCallback(lambda _: self._masterExited())
             .addCallback(stopped)
         )
+
+    def _masterExited(self, interval: float = 0.01) -> Deferred[None]:
+        """
+        Fires once the master has exited: its connection closes while it
+        still shuts down, and C{stop} says it is stopped only once it is.
+        """
+        pid = self._masterPid
+        if pid is None:
+            return succeed(None)
+        deadline = self._reactor.seconds() + EXIT_WAIT
+
+        def check() -> None:
+            if exited(pid):
+                poll.stop()
+            elif self._reactor.seconds() > deadline:
+                raise Refused(
+                    f"the master hung up but still runs after {EXIT_WAIT:g}s "
+                    f"(pid {pid})"
+                )
+
+        poll = LoopingCall(check)
+        poll.clock = self._reactor
+        return poll.start(interval).addCallback(lambda _: None)
 
     def send(self, worker: int, message: object) -> Deferred[int]:
         def done(answer: dict[str, Any]) -> int:
