@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -586,7 +587,12 @@ def _stop(cluster: ClusterService, reactor: Any, now: bool) -> None:
     """
     if now:
         cluster.stopNow()
-    reactor.stop()
+    if cluster.isStopping():
+        return  # A stop under way goes on (hurried, if now).
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass  # A signal stopped it a moment ago; the cluster has not heard yet.
 
 
 def installSignals(cluster: ClusterService, reactor: Any) -> None:

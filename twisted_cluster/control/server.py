@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
-from twisted.internet.error import CannotListenError, ReactorNotRunning
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import (
@@ -143,13 +143,7 @@ class ControlProtocol(amp.AMP):
 
     @Stop.responder
     def stop(self, now: bool) -> dict[str, Any]:
-        control = self._control
-        if control.stopping is None:
-            control.stopCluster(now)
-        elif now and not control.stopping:
-            # What SIGQUIT does makes the coming stop immediate; one under
-            # way goes on as it began.
-            raise Refused("already stopping: --now cannot hurry a stop under way")
+        self._control.stopCluster(now)
         # The answer goes first; the lines of the stop follow until the
         # master exits and the connection closes.
         self._forward()
@@ -239,33 +233,13 @@ class ControlService(Service):
         self.clients: set[ControlProtocol] = set()
         self._reactor = reactor
         self._stopCluster = stopCluster
-        self._stoppingNow: bool | None = None
-
-    @property
-    def stopping(self) -> bool | None:
-        """
-        Whether the cluster is stopping at once (C{True}) or gracefully
-        (C{False}), or C{None} if it is not stopping.
-        """
-        if self._stoppingNow is not None:
-            return self._stoppingNow
-        if self.service.state.value in ("stopping", "failed"):
-            return False  # by a signal, or because the app cannot run
-        return None
 
     def stopCluster(self, now: bool) -> None:
         """
-        Stop the cluster (once: a second stop would stop a reactor that is
-        already stopping).
+        Stop the cluster, gracefully or at once (which also hurries a
+        graceful stop under way).
         """
-        if self._stoppingNow is None:
-            self._stoppingNow = now
-            try:
-                self._stopCluster(now)
-            except ReactorNotRunning:
-                # A signal stopped it a moment ago, before the cluster
-                # heard: that stop goes on.
-                self._stoppingNow = False
+        self._stopCluster(now)
 
     def startService(self) -> None:
         super().startService()

@@ -229,7 +229,7 @@ class Listeners:
         self._log.info(
             "Sharing {address}{which}",
             address=describeSocket(sock),
-            which=f" (slot {slot})" if perSlot else "",
+            which=f" (slot {slot + 1})" if perSlot else "",
         )
         return sock
 
@@ -272,7 +272,7 @@ class Listeners:
         self._log.info(
             "No longer sharing {address}{which}",
             address=describeSocket(sock),
-            which=f" (slot {slot})" if slot else "",
+            which=f" (slot {slot + 1})" if slot else "",
         )
         sock.close()
         if request.kind == "unix" and not self.sockets(request):

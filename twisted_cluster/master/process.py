@@ -283,7 +283,7 @@ class Worker(EventEmitter):
             return fail(ConnectionError(f"worker {self.id} is not connected"))
         self.slots.append(slot)
         self._handed.add(slot)
-        self._log.info("Worker {id} serves slot {slot} too", id=self.id, slot=slot)
+        self._log.info("Worker {id} serves slot {slot} too", id=self.id, slot=slot + 1)
         d: Deferred[None] = self._channel.callRemote(Adopt, slot=slot)
         return d.addCallback(lambda _: None)
 

@@ -73,7 +73,9 @@ class Spares(WorkerObserver):
         record.enter(Role.starting)
         record.failures, record.bootFailures = failures, bootFailures
         slot = self._master.freeSlot()
-        self._log.info("Spare worker {id} takes slot {slot}", id=record.id, slot=slot)
+        self._log.info(
+            "Spare worker {id} takes slot {slot}", id=record.id, slot=slot + 1
+        )
         record.worker.start(slot).addErrback(lambda _: None)  # Its death says the rest.
         self._reactor.callLater(REFILL_DELAY, self.fill)
         return record

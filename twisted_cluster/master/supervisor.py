@@ -171,6 +171,7 @@ class ClusterService(Service):
         self._owed: list[_Owed] = []
         self._immediate = False
         self._drainEnds: IDelayedCall | None = None
+        self._killer: IDelayedCall | None = None
         # Told of the cluster's state and how many serve.
         self.observers: list[IClusterObserver] = []
         self._serving = 0
@@ -281,6 +282,7 @@ class ClusterService(Service):
                 worker.disconnect()
         deaths = DeferredList([w.whenDead() for w in workers])
         killer = self._reactor.callLater(timeout, self._killAll, workers, timeout)
+        self._killer = killer
 
         def stopped(_: object) -> None:
             if killer.active():
@@ -292,13 +294,25 @@ class ClusterService(Service):
 
     def stopNow(self) -> None:
         """
-        Make the coming stop immediate: no draining (and a drain under way
-        ends now).
+        Make the stop immediate: no draining.  A drain under way ends now;
+        a graceful stop under way sends every worker SIGTERM, and kills
+        what is left C{killGrace} seconds later.
         """
         self._immediate = True
         ends = self._drainEnds
         if ends is not None and ends.active():
             ends.reset(0)
+        killer = self._killer
+        if self.state is State.stopping and killer is not None and killer.active():
+            for worker in list(self.master.workers.values()):
+                worker.kill("SIGTERM")
+            killer.reset(self.limits.killGrace)
+
+    def isStopping(self) -> bool:
+        """
+        Whether a stop has begun (draining, stopping, or failed).
+        """
+        return self.state in (State.draining, *_ENDING)
 
     def _killAll(self, workers: list[Worker], timeout: float) -> None:
         for worker in workers:
