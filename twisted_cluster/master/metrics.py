@@ -224,15 +224,23 @@ class MetricsPage(Resource):
         self._metrics = metrics
 
     def render_GET(self, request: Request) -> object:
+        # A scraper may hang up while the page waits for its workers (at
+        # Prometheus' scrape_timeout): finishing its request then would raise.
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+
         def write(body: bytes) -> None:
+            if gone:
+                return
             request.setHeader(b"content-type", CONTENT_TYPE)
             request.write(body)
             request.finish()
 
         def failed(failure: Failure) -> None:
             ClusterMetrics._log.failure("Cannot build the metrics page", failure)
-            request.setResponseCode(500)
-            request.finish()
+            if not gone:
+                request.setResponseCode(500)
+                request.finish()
 
         self._metrics.page().addCallbacks(write, failed)
         return NOT_DONE_YET
