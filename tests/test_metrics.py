@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.error import ConnectionDone
@@ -141,6 +142,30 @@ def test_mergeLeavesOutAFamilyOfAnotherType() -> None:
             ("jobs", {"worker_slot": "3"}, 3),
         ]
     }
+
+
+def test_mergeLeavesOutAFamilyOfAnotherTypeUnderItsPageName() -> None:
+    """
+    A counter C{hits} is C{hits_total} on a page: a gauge C{hits_total}
+    from another worker is the same name with another type, left out, not
+    a second C{# TYPE hits_total} line that would break the page.
+    """
+    merged = list(merge([(1, [counter("hits", 1)]), (2, [gauge("hits_total", 2)])]))
+    assert samples(merged) == {"hits": [("hits_total", {"worker_slot": "1"}, 1)]}
+    text = generate_latest(Registry(merged)).decode()
+    assert text.count("# TYPE hits_total") == 1
+
+
+class Registry:
+    """
+    What C{generate_latest} needs of a registry: its families.
+    """
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
 
 
 def test_mergeOfNothing() -> None:
@@ -333,6 +358,26 @@ def test_scraperGoneBeforeThePage(h: Harness) -> None:
     assert h.metrics.unanswered == 1
     assert [e for e in events if "log_failure" in e] == []
     assert transport.value() == b""
+
+
+def test_pageLeavesOutAnAppFamilyNamedAsTheClusters(h: Harness) -> None:
+    """
+    An app that registers a metric of the cluster's own name does not give
+    the page that name twice: the cluster's stays, the app's is left out.
+    """
+    for p in h.reactor.live:
+        assert p.peer is not None
+        p.peer.metrics = (
+            b"# TYPE twisted_cluster_workers gauge\ntwisted_cluster_workers 5.0\n"
+            b"# TYPE twisted_cluster_reloads_total counter\n"
+            b"twisted_cluster_reloads_total 7.0\n" + HITS.format(n=1).encode()
+        )
+    families = h.page()  # parsePage: each family name once
+    workers = families["twisted_cluster_workers"].samples
+    assert all("worker_slot" not in s.labels for s in workers)
+    reloads = families["twisted_cluster_reloads"].samples
+    assert all("worker_slot" not in s.labels for s in reloads)
+    assert len(families["hits"].samples) == 2
 
 
 def test_pageWithoutWorkers() -> None:
