@@ -4,7 +4,6 @@ A web app with a prometheus_client metric of its own, on PORT (127.0.0.1).
     /          "<worker id> <pid> <slot>", counting the request in
                app_requests_total
     /block?s=N blocks the reactor for N seconds, as a stuck handler would
-    /series?n=N registers app_series_total with N label values, each once
 """
 
 import os
@@ -17,11 +16,6 @@ from twisted.web import resource, server
 from twisted_cluster import cluster
 
 REQUESTS = Counter("app_requests", "Requests answered.")
-SERIES = int(os.environ.get("SERIES", "0"))
-if SERIES:
-    MANY = Counter("app_series", "One series per label value.", ["n"])
-    for n in range(SERIES):
-        MANY.labels(n=str(n)).inc()
 
 
 class App(resource.Resource):
