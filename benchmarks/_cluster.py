@@ -32,15 +32,17 @@ def exampleCluster(
     logDir: str,
     stopTimeout: float = 40.0,
     args: tuple[str, ...] = (),
+    app: Path = APP,
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """
-    Run examples/server.tac on C{workers} workers serving C{port}; stop it
-    (SIGTERM, then SIGKILL to its group) on the way out.
+    Run C{app} (examples/server.tac) on C{workers} workers serving C{port};
+    stop it (SIGTERM, then SIGKILL to its group) on the way out.
     """
     master = subprocess.Popen(
         [TWISTD, "-n", "--pidfile=", f"--logfile={logDir}/log", "cluster"]
-        + ["--app", str(APP), "-w", str(workers), *args],
-        env={**os.environ, "PORT": str(port)},
+        + ["--app", str(app), "-w", str(workers), *args],
+        env={**os.environ, **(env or {}), "PORT": str(port)},
         cwd=logDir,
         start_new_session=True,
     )

@@ -7,8 +7,9 @@ measured.
 Runs throughput.py (wrk against plain twistd, the cluster with 1 and N
 workers under each policy, and Node's cluster where installed), startup.py
 (cold start, SIGKILL to replacement), messages.py (against Node's
-process.send) and reload.py (rolling reloads under load), one after the
-other so that no two share the cores, then prints the machine, the versions
+process.send), scrape.py (the --metrics page of 2 workers x 200 app series)
+and reload.py (rolling reloads under load), one after the other so that no
+two share the cores, then prints the machine, the versions
 and one line per goal.  --quick runs fewer and shorter rounds, to try the
 harness.
 """
@@ -55,7 +56,9 @@ def machine() -> str:
     )
 
 
-def goals(throughput: list[dict], startup: dict, messages: dict) -> list[str]:
+def goals(
+    throughput: list[dict], startup: dict, messages: dict, scrape: dict
+) -> list[str]:
     by = {row["setup"]: row for row in throughput}
     twistd = by["twistd -ny (one process)"]
     one = by["cluster, 1 worker"]
@@ -88,6 +91,7 @@ def goals(throughput: list[dict], startup: dict, messages: dict) -> list[str]:
             5,
         ),
         ("master RSS, MiB", two["masterMiB"], "<", 50),
+        ("metrics scrape, 2 workers x 200 series, ms", scrape["medianMs"], "<", 50),
     ]
     if messages.get("node"):
         rows.append(
@@ -134,11 +138,15 @@ def main() -> None:
             "messages.py",
             *("--rounds", "2" if quick else "5", "--json", str(out / "messages.json")),
         )
+        run(
+            "scrape.py",
+            *("--rounds", "1" if quick else "3", "--json", str(out / "scrape.json")),
+        )
         if not quick:
             run("reload.py", "--seconds", "30", "--reloads", "4")
         results = [
             json.loads((out / f"{name}.json").read_text())
-            for name in ("throughput", "startup", "messages")
+            for name in ("throughput", "startup", "messages", "scrape")
         ]
     print(f"\nmachine: {machine()}")
     print("\ngoals (issue 5), from the runs above:")

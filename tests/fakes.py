@@ -20,22 +20,30 @@ from twisted.test import iosim
 class WorkerPeer(amp.AMP):
     """
     The worker's end of a fake channel: records the commands the master
-    sends and answers them, except heartbeats while C{hung}.
+    sends and answers them, except heartbeats while C{hung}; a C{Metrics}
+    command gets C{metrics} as its text (never an answer while it is
+    C{None}).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.received: list[str] = []
         self.hung = False
+        self.metrics: bytes | None = b""
 
     def locateResponder(self, name: bytes):  # type: ignore[override]
         def respond(box: amp.AmpBox) -> Any:
+            from twisted.internet.defer import Deferred, succeed
+
             self.received.append(name.decode())
             if name == b"Heartbeat" and self.hung:
-                from twisted.internet.defer import Deferred
-
                 return Deferred()
-            from twisted.internet.defer import succeed
+            if name == b"Metrics":
+                from twisted_cluster.commands import Metrics
+
+                if self.metrics is None:
+                    return Deferred()
+                return succeed(Metrics.makeResponse({"text": self.metrics}, self))
 
             return succeed(amp.AmpBox())
 

@@ -89,8 +89,16 @@ class ClusterMetrics:
 
     def collect(self) -> Iterator[Metric]:
         """
-        The cluster's metrics and the workers' merged (for the registry).
+        The cluster's metrics and the workers' merged (for the registry); an
+        app's family named as one of the cluster's is left out, as the page
+        may give each name once.
         """
+        own = list(self._own())
+        taken = set().union(*map(names, own))
+        yield from own
+        yield from (f for f in self._apps if not names(f) & taken)
+
+    def _own(self) -> Iterator[Metric]:
         service = self._service
         records = list(service.roster)
         workers = GaugeMetricFamily(
@@ -124,7 +132,6 @@ class ClusterMetrics:
             value=self.unanswered,
         )
         yield from _perWorker([r for r in records if r.worker.slot is not None])
-        yield from self._apps
 
 
 def _state(record: WorkerRecord) -> str:
@@ -178,31 +185,46 @@ def parse(slot: int | None, text: bytes) -> list[Metric]:
         return []
 
 
+def names(family: Metric) -> set[str]:
+    """
+    The names C{family} may not share with another: its own, and the one it
+    has on a page (a counter's family C{hits} is C{hits_total} there, as a
+    gauge C{hits_total} would be).
+    """
+    exposed = f"{family.name}_total" if family.type == "counter" else family.name
+    return {family.name, exposed}
+
+
 def merge(pages: Iterable[tuple[int | None, list[Metric]]]) -> Iterator[Metric]:
     """
     The metric families of many pages as one, each sample labelled with its
     page's worker slot (none for the master's own); a family's name, help
     and type are those its first page gave, and a page giving it another
-    type is left out of it.
+    type (under either of its L{names}, as a counter C{hits} and a gauge
+    C{hits} or C{hits_total}) is left out of it.
     """
-    families: dict[str, Metric] = {}
+    merged: list[Metric] = []
+    byName: dict[str, Metric] = {}
     for slot, page in pages:
         for family in page:
-            merged = families.get(family.name)
-            if merged is None:
-                merged = families[family.name] = Metric(
+            taken = names(family)
+            into = next((byName[n] for n in sorted(taken) if n in byName), None)
+            if into is None:
+                into = Metric(
                     family.name, family.documentation, family.type, family.unit
                 )
-            if merged.type != family.type:
+                merged.append(into)
+                byName.update(dict.fromkeys(taken, into))
+            if into.type != family.type or into.name != family.name:
                 continue
             for sample in family.samples:
                 labels = dict(sample.labels)
                 if slot is not None:
                     labels[SLOT] = str(slot)
-                merged.samples.append(
+                into.samples.append(
                     Sample(sample.name, labels, sample.value, sample.timestamp)
                 )
-    return iter(families.values())
+    return iter(merged)
 
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -221,15 +243,23 @@ class MetricsPage(Resource):
         self._metrics = metrics
 
     def render_GET(self, request: Request) -> object:
+        # A scraper may hang up while the page waits for its workers (at
+        # Prometheus' scrape_timeout): finishing its request then would raise.
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+
         def write(body: bytes) -> None:
+            if gone:
+                return
             request.setHeader(b"content-type", CONTENT_TYPE)
             request.write(body)
             request.finish()
 
         def failed(failure: Failure) -> None:
             ClusterMetrics._log.failure("Cannot build the metrics page", failure)
-            request.setResponseCode(500)
-            request.finish()
+            if not gone:
+                request.setResponseCode(500)
+                request.finish()
 
         self._metrics.page().addCallbacks(write, failed)
         return NOT_DONE_YET
