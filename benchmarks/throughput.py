@@ -66,6 +66,11 @@ def setups(workers: int) -> list[Setup]:
             "cluster, 1 worker, access log off",
             [*twistd, "cluster", "--app", str(QUIET), "-w", "1"],
         ),
+        # What the heartbeats (and the figures they carry) cost.
+        Setup(
+            "cluster, 1 worker, no log, no heartbeat",
+            [*twistd, "cluster", "--app", str(QUIET), "-w", "1", "--timeout", "0"],
+        ),
     ]
     for policy in ("reuseport", "shared", "roundrobin"):
         found.append(
