@@ -410,6 +410,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         if reactor is None:
             from twisted.internet import reactor
         from . import cluster
+        from .master.activation import activatedSockets, requestsOf
         from .master.notify import SystemdNotifier
         from .master.supervisor import ClusterService, Limits
 
@@ -428,6 +429,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         scheduling=options["scheduling"],
     )
     master.maxMessage = int(options["max-message-size"] * MEGABYTE)
+    # Sockets systemd passed (socket activation) are the shared sockets of
+    # their addresses.
+    for sock in activatedSockets(os.environ):
+        for request in requestsOf(sock):
+            master.listeners.adopt(request, sock)
     if os.path.isabs(logTarget):
         # The workers append to the master's log file: so must the master.
         appendToLogFiles()

@@ -9,10 +9,12 @@ connections while a worker is being replaced.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import socket
 import stat
+import struct
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -187,6 +189,15 @@ class Listeners:
         self._bound.add(request.key)
         return self.socketFor(request, 0)
 
+    def adopt(self, request: ListenRequest, sock: socket.socket) -> None:
+        """
+        Share C{sock}, made by someone else (systemd's socket activation),
+        for C{request}'s address: every slot shares it.
+        """
+        self._bound.add(request.key)
+        self._sockets[(*request.key, 0)] = sock
+        self._log.info("Sharing {address} (activated)", address=describeSocket(sock))
+
     def perSlot(self, request: ListenRequest) -> bool:
         """
         Whether each worker slot has a socket of its own for C{request}'s
@@ -282,6 +293,15 @@ class Listeners:
                 _removeSocketFile(path)
             self._unlock(path)
 
+    def stopQueueing(self) -> None:
+        """
+        The cluster is stopping: queue no new connections on any TCP socket
+        (L{stopQueueing}); what is queued is still accepted and served.
+        """
+        for sock in self._sockets.values():
+            if sock.family != socket.AF_UNIX and sock.type == socket.SOCK_STREAM:
+                stopQueueing(sock)
+
     def close(self) -> None:
         """
         Close every socket and remove the UNIX socket files the master made.
@@ -294,6 +314,30 @@ class Listeners:
         self._paths.clear()
         for path in list(self._locks):
             self._unlock(path)
+
+
+_SO_ATTACH_FILTER = 26
+"""Linux's socket option for a classic BPF filter (asm-generic/socket.h)."""
+
+_DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)
+"""One BPF instruction, C{BPF_RET | BPF_K} 0: let no packet through."""
+
+
+def stopQueueing(sock: socket.socket) -> bool:
+    """
+    Have the kernel queue no more connections on the listening TCP socket
+    C{sock}, while those it queued already wait to be accepted: it drops
+    every new handshake's packets, so that a client retries its SYN and is
+    refused once the socket is closed, rather than queued and then reset.
+    Whether it could (Linux only).
+    """
+    program = ctypes.create_string_buffer(_DROP_ALL)
+    fprog = struct.pack("HL", 1, ctypes.addressof(program))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+    except OSError:
+        return False
+    return True
 
 
 def _removeSocketFile(path: str) -> None:

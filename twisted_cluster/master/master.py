@@ -238,6 +238,15 @@ class Master(EventEmitter):
         if not worker.isDead() and not channelGone(failure):
             self._log.failure("Worker {id} did not answer", failure, id=worker.id)
 
+    def stopQueueing(self) -> None:
+        """
+        The cluster is stopping: the kernel queues no new connection on the
+        shared TCP sockets, and what it queued is handed out and served;
+        new clients are refused once the sockets close.
+        """
+        self.listeners.stopQueueing()
+        self.scheduling.drain()
+
     def closeSockets(self) -> None:
         """
         Close every listening socket: the cluster has stopped.

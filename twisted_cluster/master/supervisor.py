@@ -278,6 +278,9 @@ class ClusterService(Service):
                 worker.kill("SIGTERM")
         else:
             timeout = self.limits.gracefulTimeout
+            # Nothing queued is reset when the sockets close: the workers
+            # accept what is queued as they leave, and nothing more queues.
+            self.master.stopQueueing()
             for worker in workers:
                 worker.disconnect()
         deaths = DeferredList([w.whenDead() for w in workers])

@@ -256,6 +256,21 @@ def _closeIfIdle(channel: Any, connection: Any) -> None:
         connection.loseConnection()
 
 
+def _acceptQueued(port: Any) -> None:
+    """
+    Accept every connection queued on C{port}'s socket now, to be served:
+    when the cluster stops, the kernel queues no more, and one left queued
+    would be reset when the socket closes.
+    """
+    if not isinstance(port, _SharedTCPPort) or isinstance(port, _RoundRobinPort):
+        return  # Under round robin the master accepts, and drains.
+    while port.connected:
+        before = port.sessionno
+        port.doRead()
+        if port.sessionno == before:
+            return
+
+
 class _Stops:
     """
     Tells its owner when the port stops: the owner tells the master, if the
@@ -499,6 +514,7 @@ class SharedPorts:
         ports, self.ports = self.ports, []
         waits = []
         for port in ports:
+            _acceptQueued(port)
             stopped = port.stopListening()
             waits.append(stopped if stopped is not None else succeed(None))
         released, self._released = self._released, []

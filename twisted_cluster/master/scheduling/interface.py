@@ -94,6 +94,12 @@ class IScheduling(Interface):
         C{sock} is about to be closed: nobody listens on it any more.
         """
 
+    def drain() -> None:
+        """
+        The cluster is stopping, and no new connection is queued any more:
+        hand out now what the master's sockets hold queued.
+        """
+
     def close() -> None:
         """
         The cluster has stopped: let go of everything.

@@ -52,6 +52,9 @@ class Shared:
     def closing(self, sock: socket.socket) -> None:
         pass
 
+    def drain(self) -> None:
+        pass  # The workers accept what is queued as they leave.
+
     def close(self) -> None:
         pass
 
@@ -124,6 +127,9 @@ class ReusePort:
 
     def closing(self, sock: socket.socket) -> None:
         pass
+
+    def drain(self) -> None:
+        pass  # The workers accept what is queued as they leave.
 
     def close(self) -> None:
         pass

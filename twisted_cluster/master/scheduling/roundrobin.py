@@ -91,6 +91,18 @@ class Distributor:
         for connection in held:
             connection.close()
 
+    def drain(self) -> None:
+        """
+        Accept and hand out every connection queued now (the kernel queues
+        no more: the cluster is stopping).
+        """
+        while self._reading:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            self._dispatch(connection, [])
+
     def fileno(self) -> int:
         return self._socket.fileno()
 
@@ -232,6 +244,10 @@ class RoundRobin:
         distributor = self._distributors.pop(sock.fileno(), None)
         if distributor is not None:
             distributor.close()
+
+    def drain(self) -> None:
+        for distributor in self._distributors.values():
+            distributor.drain()
 
     def close(self) -> None:
         for distributor in self._distributors.values():
