@@ -57,7 +57,13 @@ def _listening(port: int) -> int:
 
 
 @pytest.mark.timeout(60)
-def test_workersServeTheActivatedSocket(tmp_path: Path) -> None:
+@pytest.mark.parametrize("app", ["web.tac", "systemd.tac"])
+def test_workersServeTheActivatedSocket(tmp_path: Path, app: str) -> None:
+    """
+    Whether the app listens on the activated address (web.tac's
+    C{listenTCP(PORT)}) or with a C{systemd:} endpoint, every worker serves
+    through the socket passed, and the master binds none of its own.
+    """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(50)
@@ -74,7 +80,7 @@ def test_workersServeTheActivatedSocket(tmp_path: Path) -> None:
         "os.execv(sys.argv[1], sys.argv[1:])"
     )
     argv = [TWISTD, "-n", "--pidfile=", f"--logfile={tmp_path / 'log'}"]
-    argv += ["cluster", "--app", str(APPS / "web.tac"), "-w", "2", "--spares", "0"]
+    argv += ["cluster", "--app", str(APPS / app), "-w", "2", "--spares", "0"]
     master = subprocess.Popen(
         [sys.executable, "-c", script, *argv],
         cwd=tmp_path,

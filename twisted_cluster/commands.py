@@ -181,6 +181,10 @@ class Message(amp.Command):
     response = []
 
 
+ACTIVATED_ENV = "TWISTED_CLUSTER_ACTIVATED"
+"""Tells a worker the addresses of the sockets systemd passed the master, in
+their order (a JSON list of listen requests), for C{systemd:} endpoints."""
+
 STANDBY_ENV = "TWISTED_CLUSTER_STANDBY"
 """Set for a spare: it loads the app, then waits for L{Start}."""
 

@@ -432,8 +432,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     # Sockets systemd passed (socket activation) are the shared sockets of
     # their addresses.
     for sock in activatedSockets(os.environ):
-        for request in requestsOf(sock):
+        requests = requestsOf(sock)
+        for request in requests:
             master.listeners.adopt(request, sock)
+        master.activated.append(requests[0] if requests else None)
     if os.path.isabs(logTarget):
         # The workers append to the master's log file: so must the master.
         appendToLogFiles()

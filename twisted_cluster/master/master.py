@@ -7,6 +7,7 @@ It decides nothing about restarting; see L{twisted_cluster.master.supervisor}.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -21,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..commands import (
+    ACTIVATED_ENV,
     MAX_MESSAGE_ENV,
     MAX_MESSAGE_SIZE,
     STANDBY_ENV,
@@ -97,6 +99,8 @@ class Master(EventEmitter):
         self.settings = Settings()
         self.stopping = False
         self.maxMessage = MAX_MESSAGE_SIZE
+        # The addresses of the sockets systemd passed, in their order.
+        self.activated: list[ListenRequest | None] = []
         # The cluster's own parts, told what Node's events do not carry.
         self.observers: list[IWorkerObserver] = []
         self._host = _Host(self)
@@ -174,6 +178,10 @@ class Master(EventEmitter):
             **({} if worker.slot is None else {WORKER_SLOT_ENV: str(worker.slot)}),
             MAX_MESSAGE_ENV: str(self.maxMessage),
         }
+        if self.activated:
+            environ[ACTIVATED_ENV] = json.dumps(
+                [None if r is None else json.loads(r.toBytes()) for r in self.activated]
+            )
         environ.pop(REPORT_FD_ENV, None)
         worker.spawn(
             self._reactor,

@@ -5,6 +5,7 @@ listening sockets, the lifeline, and the bootstrap that runs a C{.tac}.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ def thisWorker(reactor: Any = None) -> ThisWorker:
     if _current is None:
         # Here, not above: the master imports this package for its constants.
         from ..commands import (
+            ACTIVATED_ENV,
             MAX_MESSAGE_ENV,
             STANDBY_ENV,
             WORKER_ID_ENV,
@@ -56,6 +58,7 @@ def thisWorker(reactor: Any = None) -> ThisWorker:
         except ValueError:
             maxMessage = None
         worker = ThisWorker(reactor, workerId, maxMessage)
+        worker.ports.activated = _activated(os.environ.pop(ACTIVATED_ENV, ""))
         try:
             worker.connect()
         except OSError as e:
@@ -72,3 +75,29 @@ def thisWorker(reactor: Any = None) -> ThisWorker:
         worker.slot = int(slot) if slot.isdigit() else None
         os.environ.pop(MAX_MESSAGE_ENV, None)
     return _current
+
+
+def _activated(given: str) -> list[Any]:
+    """
+    The addresses of the sockets systemd passed the master; and, for the
+    app's C{systemd:} endpoints, which read them with Twisted's
+    L{twisted.python.systemd.ListenFDs}, the variables that say this process
+    has them (L{SharedPorts.adoptStreamPort} hands the master's instead).
+    """
+    from ..request import ListenRequest
+
+    try:
+        listed = json.loads(given) if given else []
+        activated = [
+            None if r is None else ListenRequest.fromBytes(json.dumps(r).encode())
+            for r in listed
+        ]
+    except (ValueError, TypeError):
+        return []
+    if activated:
+        os.environ.update(
+            LISTEN_PID=str(os.getpid()),
+            LISTEN_FDS=str(len(activated)),
+            LISTEN_FDNAMES=":".join(["activated"] * len(activated)),
+        )
+    return activated

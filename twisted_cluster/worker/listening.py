@@ -34,6 +34,9 @@ from ..internals import (
 )
 from ..request import ListenRequest
 
+ACTIVATED_START = 3
+"""Where systemd's descriptors start: a C{systemd:} endpoint's index 0."""
+
 IDLE_GRACE = 2.0
 """Seconds an idle keep-alive connection of a draining worker stays open."""
 
@@ -342,6 +345,8 @@ class SharedPorts:
         self.handed: dict[int, _RoundRobinPort] = {}
         self.ports: list[IListeningPort] = []
         self.counts = Counts()
+        # The addresses of the sockets systemd passed the master, in order.
+        self.activated: list[ListenRequest | None] = []
         self.private = False
         self.leaving = False
 
@@ -357,6 +362,29 @@ class SharedPorts:
         reactor.listenTCP = self.listenTCP
         reactor.listenUNIX = self.listenUNIX
         reactor.listenUDP = self.listenUDP
+        if self.activated:
+            self._own["adoptStream"] = reactor.adoptStreamPort
+            reactor.adoptStreamPort = self.adoptStreamPort
+
+    def adoptStreamPort(
+        self, fileDescriptor: int, addressFamily: int, factory: ServerFactory
+    ) -> IListeningPort:
+        """
+        A C{systemd:} endpoint adopts the descriptor systemd passed; in a
+        worker, that is the master's socket of the same address.
+        """
+        index = fileDescriptor - ACTIVATED_START
+        if 0 <= index < len(self.activated):
+            request = self.activated[index]
+            if request is None or request.kind == "udp":
+                raise CannotListenError(
+                    "", fileDescriptor, "not a stream socket the cluster can share"
+                )
+            if request.kind == "unix":
+                return self.listenUNIX(request.path, factory)
+            return self.listenTCP(request.port, factory, interface=request.interface)
+        own: Callable[..., IListeningPort] = self._own["adoptStream"]
+        return own(fileDescriptor, addressFamily, factory)
 
     def listenTCP(
         self,
