@@ -12,7 +12,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -492,3 +492,29 @@ class KeepAlive:
                 conn = None
         if conn is not None:
             conn.close()
+
+
+WEB = HERE / "apps" / "web.tac"
+
+
+def webCluster(
+    cluster: Callable[..., Cluster],
+    tmp: Path,
+    workers: int = 2,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> tuple[Cluster, int]:
+    """
+    Start a cluster of tests/apps/web.tac, version "v1", with the C{cluster}
+    fixture; the cluster and its port.
+    """
+    port = freePort()
+    version = tmp / "version.txt"
+    version.write_text("v1")
+    started = cluster(
+        WEB,
+        workers=workers,
+        env={"PORT": str(port), "VERSION_FILE": str(version), **(env or {})},
+        args=list(args),
+    )
+    return started, port

@@ -18,7 +18,7 @@ from twisted_cluster.commands import Online, Ready
 from twisted_cluster.master.health import health
 from twisted_cluster.master.supervisor import Limits, State
 
-from .support import freePort, get, waitFor
+from .support import freePort, get, waitFor, webCluster
 from .test_supervisor import Harness
 
 APPS = Path(__file__).parent / "apps"
@@ -73,19 +73,10 @@ def test_stopNowEndsTheDrain() -> None:
 
 @pytest.mark.timeout(60)
 def test_drainKeepsServingWhileHealthFails(cluster, tmp_path: Path) -> None:
-    port, healthPort = freePort(), freePort()
-    version = tmp_path / "version.txt"
-    version.write_text("v1")
-    c = cluster(
-        APPS / "web.tac",
-        workers=2,
-        env={"PORT": str(port), "VERSION_FILE": str(version)},
-        args=[
-            "--health",
-            f"tcp:{healthPort}:interface=127.0.0.1",
-            "--shutdown-delay",
-            "3",
-        ],
+    healthPort = freePort()
+    health = f"tcp:{healthPort}:interface=127.0.0.1"
+    c, port = webCluster(
+        cluster, tmp_path, args=["--health", health, "--shutdown-delay", "3"]
     )
     waitFor(lambda: probe(healthPort)[0] == 200 if _up(healthPort) else False)
     assert probe(healthPort) == (200, {"state": "serving", "serving": 2, "count": 2})

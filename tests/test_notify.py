@@ -17,7 +17,7 @@ from twisted.internet.task import Clock
 
 from twisted_cluster.master.notify import SystemdNotifier
 
-from .support import freePort, get, waitFor
+from .support import get, waitFor, webCluster
 
 APPS = Path(__file__).parent / "apps"
 
@@ -127,18 +127,10 @@ def test_realCluster(cluster, tmp_path: Path, listener: socket.socket) -> None:
     around a SIGHUP, STOPPING at SIGTERM; watchdog pings at half the
     interval; its workers do not inherit systemd's variables.
     """
-    port = freePort()
-    version = tmp_path / "version.txt"
-    version.write_text("v1")
-    c = cluster(
-        APPS / "web.tac",
-        workers=2,
-        env={
-            "PORT": str(port),
-            "VERSION_FILE": str(version),
-            "NOTIFY_SOCKET": listener.getsockname(),
-            "WATCHDOG_USEC": "400000",
-        },
+    c, port = webCluster(
+        cluster,
+        tmp_path,
+        env={"NOTIFY_SOCKET": listener.getsockname(), "WATCHDOG_USEC": "400000"},
     )
     seen: list[str] = []
 

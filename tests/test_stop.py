@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import freePort, processExists, waitFor
+from .support import processExists, waitFor, webCluster
 
 APPS = Path(__file__).parent / "apps"
 
@@ -82,15 +82,7 @@ class Hammer:
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("scheduling", ["reuseport", "shared", "roundrobin"])
 def test_noResetOnStop(cluster, tmp_path: Path, scheduling: str) -> None:
-    port = freePort()
-    version = tmp_path / "version.txt"
-    version.write_text("v1")
-    c = cluster(
-        APPS / "web.tac",
-        workers=2,
-        env={"PORT": str(port), "VERSION_FILE": str(version)},
-        args=["--scheduling", scheduling],
-    )
+    c, port = webCluster(cluster, tmp_path, args=["--scheduling", scheduling])
     hammer = Hammer(port)
     try:
         waitFor(lambda: hammer.seen["ok"] >= 200, timeout=30, what="answers")

@@ -60,24 +60,20 @@ class Shared:
 
 
 @implementer(IScheduling)
-class ReusePort:
+class ReusePort(Shared):
     """
     Each worker slot has a TCP listening socket of its own, all bound to
     one port with C{SO_REUSEPORT}, and the kernel spreads new connections
     over them.  A slot's socket outlives its worker: a staying worker adopts
     it when its worker goes, and releases it when the slot's new worker
-    listens, so nothing queued there waits.
+    listens, so nothing queued there waits.  (What it does not say, it
+    does as L{Shared}: nothing.)
     """
 
     name = "reuseport"
 
     def perSlot(self, request: ListenRequest) -> bool:
         return request.kind == "tcp"
-
-    def listening(
-        self, worker: Worker, request: ListenRequest, sock: socket.socket
-    ) -> int | None:
-        return None
 
     def served(self, worker: Worker, pool: Pool) -> None:
         # Its new owner listens: whoever stood in for it can let go.
@@ -118,18 +114,3 @@ class ReusePort:
             heir = min(stayers, key=lambda w: len(w.slots))
             adoptions.append(heir.adopt(slot))
         return gatherResults(adoptions, consumeErrors=True).addCallback(lambda _: None)
-
-    def forget(self, worker: Worker) -> None:
-        pass
-
-    def unlistened(self, worker: Worker, sock: socket.socket) -> None:
-        pass
-
-    def closing(self, sock: socket.socket) -> None:
-        pass
-
-    def drain(self) -> None:
-        pass  # The workers accept what is queued as they leave.
-
-    def close(self) -> None:
-        pass
