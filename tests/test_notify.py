@@ -19,8 +19,6 @@ from twisted_cluster.master.notify import SystemdNotifier
 
 from .support import get, waitFor, webCluster
 
-APPS = Path(__file__).parent / "apps"
-
 
 @pytest.fixture
 def listener(tmp_path: Path) -> Iterator[socket.socket]:

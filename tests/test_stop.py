@@ -18,8 +18,6 @@ import pytest
 
 from .support import processExists, waitFor, webCluster
 
-APPS = Path(__file__).parent / "apps"
-
 
 class Hammer:
     """
