@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -177,6 +178,10 @@ def test_dropPrivileges(nobodyPython: Path, nobodyWorkdir: Path, logTo: str) -> 
     process, log, err = startAsNobody(nobodyPython, nobodyWorkdir, logTo, port)
     try:
         servesAsNobody(process, log, err, port)
+        # The control socket is made after the drop: the user's alone.
+        control = (nobodyWorkdir / "twistd.ctl").stat()
+        assert control.st_uid == nobodyIds()[0]
+        assert stat.S_IMODE(control.st_mode) == 0o600
     finally:
         killTree(process)
 
