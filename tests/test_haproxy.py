@@ -96,7 +96,7 @@ defaults
     timeout client 15s
     timeout server 15s
     retries 3
-    option redispatch
+    option redispatch 1
     retry-on all-retryable-errors
     {MODES[mode]}
 
@@ -106,6 +106,7 @@ frontend front
 
 backend hosts
     balance roundrobin
+    http-request disable-l7-retry unless METH_GET
     option httpchk GET /health
     http-check expect status 200
     default-server inter 200ms fall 1 rise 1
