@@ -261,10 +261,13 @@ def test_noRequestFailsBehindHAProxy(
     # Both hosts up and seen healthy by HAProxy before counting.
     clients.start()
     waitFor(
-        lambda: clients.hosts("warm-up").keys() == set(HOSTS),
+        lambda: (
+            clients.hosts("warm-up").keys() == set(HOSTS) or proxy.poll() is not None
+        ),
         timeout=30,
         what="both hosts to answer through haproxy",
     )
+    assert proxy.poll() is None, (tmp_path / "haproxy.out").read_text()
 
     def phase(name: str) -> None:
         clients.enter(name)
@@ -277,10 +280,12 @@ def test_noRequestFailsBehindHAProxy(
         SIGHUP C{c}, wait for its reload to end, then for its new workers'
         answers to reach the clients.
         """
+        old, reloads = set(c.workerPids()), c.log().count("Reload done")
         phase(name)
         c.signal(signal.SIGHUP)
-        waitFor(lambda: "Reload done" in c.log(), timeout=30, what=f"{name}")
-        fresh = set(c.workerPids())
+        waitFor(lambda: c.log().count("Reload done") > reloads, timeout=30, what=name)
+        fresh = set(c.workerPids()) - old
+        assert fresh, "no new worker"
         waitFor(
             lambda: clients.pids(name, address) & fresh and enough(name),
             timeout=20,
