@@ -274,3 +274,23 @@ def test_environmentAndReload(tmp_path: Path, cluster: Callable[..., Cluster]) -
     assert set(after.values()) == {"cli second cli"}
     assert not set(after) & set(before)
     assert set(after) == set(c.workerPids())
+
+
+def test_exampleConfig() -> None:
+    """
+    C{examples/cluster.toml} uses only keys the options know, with values
+    they take.
+    """
+    from twisted_cluster.tap import Options
+
+    options = Options()
+    example = Path(__file__).parent.parent / "examples" / "cluster.toml"
+    found = readConfig(
+        str(example),
+        [name[:-1] for name in options.longOpt if name.endswith("=")],
+        [],
+        options.repeatable,
+        options._check,
+    )
+    assert found.plugin[0] == "web"
+    assert "--workers" in found.arguments

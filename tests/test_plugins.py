@@ -244,6 +244,12 @@ def test_helpShowsBothForms(tmp_path: Path) -> None:
     assert "cluster [options] PLUGIN [plugin options]" in usage
     commands = usage.split("Commands:")[1].split()
     assert "web" in commands and "cluster" not in commands
+    process = subprocess.run(
+        [TWISTD, "cluster", "web", "--help"], capture_output=True, timeout=10
+    )
+    assert process.stdout.decode().startswith(
+        "Usage: twistd [options] cluster [options] web [web options]\n"
+    )
 
 
 def installHello(tmp_path: Path) -> dict[str, str]:

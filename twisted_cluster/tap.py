@@ -333,6 +333,8 @@ class Options(usage.Options):
     def parseOptions(self, options: list[str] | None = None) -> None:
         # A mistake gets one line, not twistd's whole usage text above it.
         argv = sys.argv[1:] if options is None else list(options)
+        if len(argv) > 1 and argv[-2] == "--_shell-completion":
+            return super().parseOptions(argv)
         try:
             ours, plugin = self._split(argv)
             super().parseOptions(self._fromConfig(ours, plugin) + ours)
@@ -346,6 +348,15 @@ class Options(usage.Options):
             raise SystemExit(
                 f"twistd cluster {name}: {e} (see twistd cluster {name} --help)"
             ) from None
+
+    def getSynopsis(self) -> str:
+        # A plugin's usage begins with ours: one form, not both.
+        if self.subCommand is None:
+            return str(super().getSynopsis())
+        parent = self.parent
+        if parent is None or parent.subCommand is None:
+            return "twistd cluster [options]"
+        return f"{parent.getSynopsis()} {parent.subCommand} [options]"
 
     def _split(self, argv: list[str]) -> tuple[list[str], list[str]]:
         """
