@@ -109,6 +109,15 @@ class Options(usage.Options):
         "app listens on and hands the socket to each worker; it replaces "
         "workers that die."
     )
+    optFlags = [
+        [
+            "reload-on-change",
+            None,
+            "Reload the workers (rolling, as SIGHUP) within a second of a change "
+            "to the app's files: the .tac and the modules workers imported from "
+            "outside Python's installation. For development.",
+        ]
+    ]
     optParameters = _named(
         [
             [
@@ -707,8 +716,10 @@ def workerApp(options: Options) -> list[str]:
     the C{.tac}, or the plugin and its arguments (last, after C{--}).
     """
     if options["plugin"] is not None:
-        return ["--plugin", options["plugin"], "--", *options["plugin-args"]]
-    return ["--app", options["app"]]
+        app = ["--plugin", options["plugin"], "--", *options["plugin-args"]]
+    else:
+        app = ["--app", options["app"]]
+    return ["--watch", *app] if options["reload-on-change"] else app
 
 
 @implementer(IClusterObserver)

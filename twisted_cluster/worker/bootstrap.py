@@ -129,6 +129,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
     app.add_argument("--app", help="the .tac file to run")
     app.add_argument("--plugin", help="the twistd plugin to run")
     parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="in slot 1, ask the master for a reload when the app's files change",
+    )
+    parser.add_argument(
         "arguments", nargs="*", help="the plugin's arguments (after --)"
     )
     parser.add_argument(
@@ -197,6 +202,15 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except BootError as e:
         failed(e)
         sys.exit(status[0])
+    if options.watch:
+        from .watch import ChangeWatcher, askForReload
+
+        ChangeWatcher(
+            reactor,
+            [] if options.app is None else [options.app],
+            lambda: worker.slot == 1,
+            askForReload(os.getppid()),
+        ).start()
     if worker.standby:
         # A spare: all loaded, it starts the moment the master says so.
         worker.whenStarted().addCallback(retitle).addCallback(
