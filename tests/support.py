@@ -150,17 +150,20 @@ def freePort(kind: int = socket.SOCK_STREAM) -> int:
 class Cluster:
     """
     A C{twistd -n cluster} process of its own process group, with its log and
-    standard error in files.
+    standard error in files.  C{app} is the C{.tac} (C{None}: none), C{plugin}
+    a twistd plugin and its arguments, given after the others; C{workers}
+    C{None} gives no C{--workers}.
     """
 
     def __init__(
         self,
         tmp: Path,
-        app: str | Path,
-        workers: int = 2,
+        app: str | Path | None,
+        workers: int | None = 2,
         env: Mapping[str, str] | None = None,
         args: list[str] | None = None,
         passFds: tuple[int, ...] = (),
+        plugin: list[str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.passFds = passFds
@@ -171,7 +174,9 @@ class Cluster:
         if "--spares" not in args:
             # Most tests count worker processes; the spare tests ask for one.
             args += ["--spares", "0"]
-        argv += ["--app", str(app), "--workers", str(workers), *args]
+        argv += [] if app is None else ["--app", str(app)]
+        argv += [] if workers is None else ["--workers", str(workers)]
+        argv += [*args, *(plugin or [])]
         self.argv = argv
         self.env = {**os.environ, **(env or {})}
         self.env.pop("TWISTED_CLUSTER_WORKER_ID", None)

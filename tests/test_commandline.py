@@ -90,7 +90,8 @@ def test_noApp(tmp_path: Path) -> None:
     code, output = run([], tmp_path)
     assert code != 0
     assert output.strip().splitlines() == [
-        "twistd cluster: --app is required: the .tac file to run (see --help)"
+        "twistd cluster: --app is required: the .tac file to run (or name a twistd "
+        "plugin) (see --help)"
     ]
 
 

@@ -6,12 +6,13 @@ C{twistd cluster}: the command-line shell over L{twisted_cluster.master}.
 
 from __future__ import annotations
 
+import getopt
 import importlib
 import math
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService, MultiService, Service
@@ -19,9 +20,12 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
+from zope.interface import implementer
 
+from .config import readConfig
 from .control.paths import defaultControlPath
 from .cpus import usableCPUs
+from .envfile import WorkerEnvironment, parseAssignment
 from .heap import freezeOnceServing, holdCollection
 from .internals import appendToLogFiles, exitTwistdWith
 from .limits import MAX_MESSAGE_SIZE
@@ -29,6 +33,7 @@ from .logformat import FORMATS, JSON, TEXT
 from .master.lean import withoutTLS
 from .master.listeners import parseBind
 from .master.logs import chooseJSON, isJSONObserver
+from .master.observer import IClusterObserver
 from .master.restart import RestartPolicy
 from .master.scheduling import SCHEDULING
 from .titles import masterTitle, setTitle
@@ -92,16 +97,50 @@ def _named(parameters: list[list[Any]]) -> list[list[Any]]:
 
 
 class Options(usage.Options):
-    synopsis = "--app server.tac [--workers N]"
-    longdesc = (
-        "Run an unchanged Twisted application (.tac) on N worker processes that "
-        "share its listening ports. The master binds every address the app "
-        "listens on and hands the socket to each worker; it replaces workers "
-        "that die."
+    synopsis = (
+        "[options] --app server.tac\n"
+        "   or: twistd [twistd options] cluster [options] PLUGIN [plugin options]"
     )
+    longdesc = (
+        "Run an unchanged Twisted application on N worker processes that share "
+        "its listening ports: a .tac (--app), or any twistd plugin, as "
+        "'twistd PLUGIN [plugin options]' would run it (twistd cluster -w 4 web "
+        "--listen tcp:8080 --path /srv/www). The master binds every address the "
+        "app listens on and hands the socket to each worker; it replaces "
+        "workers that die."
+    )
+    optFlags = [
+        [
+            "reload-on-change",
+            None,
+            "Reload the workers (rolling, as SIGHUP) within a second of a change "
+            "to the app's files: the .tac and the modules workers imported from "
+            "outside Python's installation. For development.",
+        ]
+    ]
     optParameters = _named(
         [
-            ["app", "a", None, "The .tac file each worker runs (as twistd -y would)."],
+            [
+                "app",
+                "a",
+                None,
+                "The .tac file each worker runs (as twistd -y would); or name a "
+                "plugin after the options instead.",
+            ],
+            [
+                "config",
+                None,
+                None,
+                "A TOML file of options by their long names (workers = 4, plugin = "
+                '["web", "--listen", "tcp:8080"]); the command line wins.',
+            ],
+            [
+                "env-file",
+                None,
+                None,
+                "A .env file (NAME=VALUE lines) of variables every worker gets; "
+                "read again at each reload.",
+            ],
             [
                 "workers",
                 "w",
@@ -255,9 +294,37 @@ class Options(usage.Options):
         ]
     )
 
+    #: The options a configuration file may give many times (as a list).
+    repeatable = ("bind", "env")
+
     def __init__(self) -> None:
         super().__init__()
         self["bind"] = []
+        self["env"] = {}
+        # The plugin and its arguments, as given after the cluster's options.
+        self["plugin"] = None
+        self["plugin-args"] = []
+
+    @property
+    def subCommands(self) -> Iterator[tuple[str, None, Callable[[], Any], str]]:
+        # As twistd's own ServerOptions: every IServiceMaker but this one.
+        from twisted.application.service import IServiceMaker
+        from twisted.plugin import getPlugins
+
+        for plugin in sorted(getPlugins(IServiceMaker), key=lambda p: p.tapname):
+            if plugin.tapname != "cluster":
+                yield (plugin.tapname, None, pluginOptions(plugin), plugin.description)
+
+    def opt_env(self, assignment: str) -> None:
+        try:
+            name, value = parseAssignment(assignment)
+        except ValueError as e:
+            raise usage.UsageError(f"--env: {e}") from None
+        self["env"][name] = value
+
+    opt_env.__doc__ = (
+        "NAME=VALUE: a variable every worker gets (over --env-file's); repeatable."
+    )
 
     def opt_bind(self, endpoint: str) -> None:
         try:
@@ -274,15 +341,112 @@ class Options(usage.Options):
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         # A mistake gets one line, not twistd's whole usage text above it.
+        argv = sys.argv[1:] if options is None else list(options)
+        if len(argv) > 1 and argv[-2] == "--_shell-completion":
+            return super().parseOptions(argv)
         try:
-            super().parseOptions(options)
+            ours, plugin = self._split(argv)
+            super().parseOptions(self._fromConfig(ours, plugin) + ours)
+            if self["plugin"] is not None:
+                self._parsePlugin()
         except usage.UsageError as e:
             why = str(e).removeprefix("Parameter type enforcement failed: ")
             raise SystemExit(f"twistd cluster: {why} (see --help)") from None
+        except _PluginError as e:
+            name = self["plugin"]
+            raise SystemExit(
+                f"twistd cluster {name}: {e} (see twistd cluster {name} --help)"
+            ) from None
+
+    def getSynopsis(self) -> str:
+        # A plugin's usage begins with ours: one form, not both.
+        if self.subCommand is None:
+            return str(super().getSynopsis())
+        parent = self.parent
+        if parent is None or parent.subCommand is None:
+            return "twistd cluster [options]"
+        return f"{parent.getSynopsis()} {parent.subCommand} [options]"
+
+    def _split(self, argv: list[str]) -> tuple[list[str], list[str]]:
+        """
+        The cluster's own arguments, and the plugin's: its name and options
+        (as usage.Options finds a sub-command, at the first argument that is
+        not an option).
+        """
+        try:
+            _, rest = getopt.getopt(argv, self.shortOpt, self.longOpt)
+        except getopt.error as e:
+            raise usage.UsageError(str(e)) from None
+        return argv[: len(argv) - len(rest)], rest
+
+    def _fromConfig(self, ours: list[str], plugin: list[str]) -> list[str]:
+        """
+        The arguments C{--config} adds before the command line's own; sets
+        the plugin: the command line's, else the file's (if no C{--app}).
+        """
+        opts, _ = getopt.getopt(ours, self.shortOpt, self.longOpt)
+        paths = [value for name, value in opts if name == "--config"]
+        given = {name for name, _ in opts}
+        if paths:
+            flags = [name for name in self.longOpt if not name.endswith("=")]
+            parameters = [n[:-1] for n in self.longOpt if n.endswith("=")]
+            try:
+                found = readConfig(
+                    paths[-1],
+                    [n for n in parameters if n != "config"],
+                    [n for n in flags if n not in ("help", "version")],
+                    self.repeatable,
+                    self._check,
+                )
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
+            if not plugin and not given & {"--app", "-a"}:
+                plugin = found.plugin
+                arguments = found.arguments + found.app
+            else:
+                arguments = found.arguments
+        else:
+            arguments = []
+        if plugin:
+            self["plugin"], self["plugin-args"] = plugin[0], plugin[1:]
+        return arguments
+
+    def _check(self, name: str, value: str) -> None:
+        # A file's wrong value is named by the file and its key.
+        for parameter in self.optParameters:
+            if parameter[0] == name and len(parameter) > 4:
+                try:
+                    parameter[4](value)
+                except ValueError as e:
+                    raise ValueError(str(e).removeprefix(f"--{name}: ")) from None
+
+    def _parsePlugin(self) -> None:
+        """
+        Parse the plugin's options with its own C{Options}, as twistd would:
+        the master checks them; the workers parse them again and build the
+        service.
+        """
+        name = self["plugin"]
+        parsers = {command: parser for command, _, parser, _ in self.subCommands}
+        if name not in parsers:
+            raise usage.UsageError(f"no twistd plugin named {name!r}")
+        self.subCommand = name
+        self.subOptions = parsers[name]()
+        self.subOptions.parent = self
+        try:
+            self.subOptions.parseOptions(self["plugin-args"])
+        except usage.UsageError as e:
+            raise _PluginError(str(e)) from None
 
     def postOptions(self) -> None:
-        if not self["app"]:
-            raise usage.UsageError("--app is required: the .tac file to run")
+        if self["app"] and self["plugin"] is not None:
+            raise usage.UsageError(
+                f"--app {self['app']} and plugin {self['plugin']!r}: give one of them"
+            )
+        if not self["app"] and self["plugin"] is None:
+            raise usage.UsageError(
+                "--app is required: the .tac file to run (or name a twistd plugin)"
+            )
         if self["workers"] is None:
             self["workers"] = usableCPUs()
         if self["scheduling"] not in SCHEDULING:
@@ -300,7 +464,27 @@ class Options(usage.Options):
                 raise usage.UsageError(str(e)) from None
         if self["master-hook"]:
             self["master-hook"] = loadHook(self["master-hook"])
-        self["app"] = checkApp(self["app"])
+        if self["app"]:
+            self["app"] = checkApp(self["app"])
+        if self["env-file"] is not None:
+            self["env-file"] = os.path.abspath(self["env-file"])
+        environment = WorkerEnvironment(self["env"], self["env-file"])
+        try:
+            environment.read()
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        self["environment"] = environment
+
+
+class _PluginError(Exception):
+    """
+    The plugin rejected its options; the message is its own.
+    """
+
+
+def pluginOptions(plugin: Any) -> Callable[[], Any]:
+    # Its options attribute may import modules: resolved only when needed.
+    return lambda: plugin.options()
 
 
 def checkApp(path: str) -> str:
@@ -420,8 +604,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         exec="",
         execArgv=["-m", "twisted_cluster.worker"],
         args=[
-            *("--app", options["app"], "--log-to", logTarget),
-            *("--log-format", options["log-format"]),
+            *("--log-to", logTarget, "--log-format", options["log-format"]),
+            *workerApp(options),
         ],
         # Workers logging to the master's stdout share it; others pipe theirs
         # to the master, which logs what they write outside their log.
@@ -429,6 +613,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         scheduling=options["scheduling"],
     )
     master.maxMessage = int(options["max-message-size"] * MEGABYTE)
+    environment: WorkerEnvironment = options["environment"]
+    master.environment = environment
     # Sockets systemd passed (socket activation) are the shared sockets of
     # their addresses.
     for sock in activatedSockets(os.environ):
@@ -483,6 +669,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         bindAhead=options["bind"],
     )
     reactor.callWhenRunning(installSignals, service, reactor)
+    service.observers.append(_RereadOnReload(environment))
     root = _InTurn()
     notifier = SystemdNotifier.fromEnvironment(reactor, os.environ)
     if notifier is not None:
@@ -511,7 +698,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             root,
         )
     service.setServiceParent(root)
-    reactor.callWhenRunning(setTitle, masterTitle(options["app"]))
+    reactor.callWhenRunning(setTitle, masterTitle(options["app"] or options["plugin"]))
     # Later than in a worker: while workers start, they need the CPUs.
     freezeOnceServing(reactor, after=2.0)
     # twistd re-raises the signal that stopped it; a graceful stop exits 0,
@@ -521,6 +708,42 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     shell: IService = root
     return shell
+
+
+def workerApp(options: Options) -> list[str]:
+    """
+    What a worker runs, as the arguments of C{python -m twisted_cluster.worker}:
+    the C{.tac}, or the plugin and its arguments (last, after C{--}).
+    """
+    if options["plugin"] is not None:
+        app = ["--plugin", options["plugin"], "--", *options["plugin-args"]]
+    else:
+        app = ["--app", options["app"]]
+    return ["--watch", *app] if options["reload-on-change"] else app
+
+
+@implementer(IClusterObserver)
+class _RereadOnReload:
+    """
+    Reads C{--env-file} again as a reload begins, for the workers it starts;
+    a file that cannot be read leaves the variables read before.
+    """
+
+    def __init__(self, environment: WorkerEnvironment) -> None:
+        self.environment = environment
+
+    def stateChanged(self, old: str, new: str) -> None:
+        if new != "reloading" or self.environment.path is None:
+            return
+        try:
+            self.environment.read()
+        except ValueError as e:
+            _log.error("{why}; the new workers get the variables read before", why=e)
+        else:
+            _log.info("Read {path} again", path=self.environment.path)
+
+    def servingChanged(self, serving: int, count: int) -> None:
+        pass
 
 
 def _metricsRoot(service: ClusterService, reactor: Any) -> Any:

@@ -76,6 +76,9 @@ class Master(EventEmitter):
         off.
     @ivar scheduling: how connections reach the workers; every decision
         that depends on the policy is its.
+    @ivar environment: asked at each fork for the variables every worker
+        gets over the master's own (C{--env}, C{--env-file}, which a reload
+        reads again); C{fork}'s C{env} overrides them.
     """
 
     _log = Logger()
@@ -99,6 +102,7 @@ class Master(EventEmitter):
         self.settings = Settings()
         self.stopping = False
         self.maxMessage = MAX_MESSAGE_SIZE
+        self.environment: Callable[[], Mapping[str, str]] = dict
         # The addresses of the sockets systemd passed, in their order.
         self.activated: list[ListenRequest | None] = []
         # The cluster's own parts, told what Node's events do not carry.
@@ -173,6 +177,7 @@ class Master(EventEmitter):
         )
         environ = {
             **self._environ,
+            **self.environment(),
             **(env or {}),
             WORKER_ID_ENV: str(worker.id),
             **({} if worker.slot is None else {WORKER_SLOT_ENV: str(worker.slot)}),

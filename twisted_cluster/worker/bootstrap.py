@@ -2,8 +2,11 @@
 Run a C{.tac} in a worker the way C{twistd -y} runs it in one process: load
 its C{application}, log, start its services, run the reactor, and stop the
 services on the way out.  Its log goes to the master, as JSON on stdout.
+Or run a twistd plugin as C{twistd PLUGIN [options]} would: its C{Options}
+parse the arguments, its C{makeService} builds the service.
 
     python -m twisted_cluster.worker --app server.tac
+    python -m twisted_cluster.worker --plugin web -- --listen tcp:8080 --path .
 """
 
 from __future__ import annotations
@@ -64,6 +67,33 @@ def loadApplication(path: str) -> Componentized:
     return application
 
 
+def pluginApplication(name: str, arguments: list[str]) -> Componentized:
+    """
+    An application running the service of the twistd plugin C{name} for
+    C{arguments}, built as twistd builds it (C{twistd name *arguments}).
+
+    @raise BootError: if there is no such plugin, it rejects the arguments,
+        or building its service fails.
+    """
+    from twisted.plugin import getPlugins
+
+    makers = [m for m in getPlugins(service.IServiceMaker) if m.tapname == name]
+    if not makers:
+        raise BootError(f"cannot run plugin {name!r}: no twistd plugin of that name")
+    maker = makers[0]
+    try:
+        options = maker.options()
+        options.parseOptions(arguments)
+        built = maker.makeService(options)
+    except SystemExit as e:
+        raise BootError(f"cannot run plugin {name!r}: it exited ({e.code})") from e
+    except BaseException as e:
+        raise BootError(f"cannot run plugin {name!r}: {_oneLine(e)}") from e
+    application = service.Application(maker.tapname)
+    built.setServiceParent(application)
+    return application
+
+
 def startApplication(application: Componentized, reactor: Any) -> None:
     """
     Start the application's services and have them stop with the reactor.
@@ -95,7 +125,17 @@ def _oneLine(e: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     parser = argparse.ArgumentParser(prog="python -m twisted_cluster.worker")
-    parser.add_argument("--app", required=True, help="the .tac file to run")
+    app = parser.add_mutually_exclusive_group(required=True)
+    app.add_argument("--app", help="the .tac file to run")
+    app.add_argument("--plugin", help="the twistd plugin to run")
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="in slot 1, ask the master for a reload when the app's files change",
+    )
+    parser.add_argument(
+        "arguments", nargs="*", help="the plugin's arguments (after --)"
+    )
     parser.add_argument(
         "--log-to",
         default=RELAY,
@@ -108,6 +148,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         help="the log's format: text (twistd's) or json (one object per line)",
     )
     options = parser.parse_args(argv)
+    name = options.app or options.plugin
 
     from twisted.internet import reactor
 
@@ -116,7 +157,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     worker = thisWorker(reactor)
 
     def retitle(_: object = None) -> None:
-        setTitle(workerTitle(worker.id, worker.slot, options.app, worker.standby))
+        setTitle(workerTitle(worker.id, worker.slot, name, worker.standby))
 
     retitle()
     ours = workerObserver(
@@ -149,7 +190,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
             worker.ready()
 
     try:
-        application = loadApplication(options.app)
+        # Built now, started later: a spare waits with its app loaded.
+        if options.plugin is not None:
+            application = pluginApplication(options.plugin, options.arguments)
+        else:
+            application = loadApplication(options.app)
         theirs = _appObserver(application)
         if theirs is not None:
             globalLogPublisher.addObserver(theirs)
@@ -157,6 +202,15 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except BootError as e:
         failed(e)
         sys.exit(status[0])
+    if options.watch:
+        from .watch import ChangeWatcher, askForReload
+
+        ChangeWatcher(
+            reactor,
+            [] if options.app is None else [options.app],
+            lambda: worker.slot == 1,
+            askForReload(os.getppid()),
+        ).start()
     if worker.standby:
         # A spare: all loaded, it starts the moment the master says so.
         worker.whenStarted().addCallback(retitle).addCallback(
