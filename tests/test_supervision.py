@@ -181,3 +181,27 @@ def test_badOptions(tmp_path: Path, args: list[str], expected: str) -> None:
     assert result.returncode != 0
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_secondSigtermIsQuiet(cluster, tmp_path) -> None:
+    """
+    A second SIGTERM during a graceful stop (as `timeout` or a process
+    manager sends to the whole group) changes nothing and logs no error.
+    """
+    import signal
+    import threading
+
+    from .support import get, webCluster
+
+    c, port = webCluster(cluster, tmp_path)
+    waitFor(lambda: "Worker 2 is listening" in c.log(), what="both workers")
+    slow = threading.Thread(target=lambda: get(port, "/slow?s=2"))
+    slow.start()
+    waitFor(lambda: "slow request started" in c.log(), what="the slow request")
+    c.signal(signal.SIGTERM)
+    waitFor(lambda: "-> stopping" in c.log(), what="the stop")
+    c.signal(signal.SIGTERM)
+    assert c.wait() == 0
+    slow.join(10)
+    assert "Traceback" not in c.log() and "ReactorNotRunning" not in c.log()

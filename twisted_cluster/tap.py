@@ -828,13 +828,17 @@ def _stop(cluster: ClusterService, reactor: Any, now: bool) -> None:
 
 def installSignals(cluster: ClusterService, reactor: Any) -> None:
     """
-    SIGHUP reloads, SIGTTIN and SIGTTOU add and remove a worker, SIGQUIT
-    stops at once (SIGTERM and SIGINT, the reactor's own, stop gracefully);
+    SIGHUP reloads, SIGTTIN and SIGTTOU add and remove a worker, SIGTERM
+    and SIGINT stop gracefully (once: the reactor's own handlers would stop
+    it again at a second signal, which fails), SIGQUIT stops at once;
     SIGUSR2 is kept for upgrading the master, and does nothing yet.
     """
 
     def quit() -> None:
         _stop(cluster, reactor, now=True)
+
+    def stop() -> None:
+        _stop(cluster, reactor, now=False)
 
     def notYet() -> None:
         # Its default action would kill the master and orphan its workers.
@@ -845,6 +849,8 @@ def installSignals(cluster: ClusterService, reactor: Any) -> None:
         signal.SIGTTIN: cluster.scaleUp,
         signal.SIGTTOU: cluster.scaleDown,
         signal.SIGQUIT: quit,
+        signal.SIGTERM: stop,
+        signal.SIGINT: stop,
         signal.SIGUSR2: notYet,
     }
     for number, action in actions.items():
