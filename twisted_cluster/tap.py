@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getopt
 import importlib
+import importlib.util
 import math
 import os
 import signal
@@ -446,6 +447,11 @@ class Options(usage.Options):
         if not self["app"] and self["plugin"] is None:
             raise usage.UsageError(
                 "--app is required: the .tac file to run (or name a twistd plugin)"
+            )
+        if self["reload-on-change"] and importlib.util.find_spec("watchfiles") is None:
+            raise usage.UsageError(
+                "--reload-on-change needs watchfiles: "
+                "pip install 'twisted-cluster[reload]'"
             )
         if self["workers"] is None:
             self["workers"] = usableCPUs()

@@ -4,9 +4,10 @@ for a rolling reload (C{SIGHUP}, as C{kill -HUP} would) when one changes.
 
 The files are the C{.tac} and the Python modules the worker has imported
 from outside the interpreter's installation (not the standard library, not
-what is installed in the venv): the app's own code.  Twisted has no file
-watcher and inotify would need a dependency, so they are polled: a
-C{stat} each per L{ChangeWatcher.interval}, a few hundred files at most.
+what is installed in the venv): the app's own code.  C{watchfiles} (inotify
+on Linux) watches their directories from a thread of its own, debounced,
+ignoring what editors and Python write beside them (swap files, backups,
+C{__pycache__}); the reactor hears of a change through C{callFromThread}.
 Only one worker asks (the one in slot 1): every worker sees the same change.
 """
 
@@ -15,18 +16,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 _log = Logger(namespace="twisted_cluster.worker.watch")
-
-#: What a file looks like, to see that it changed: its mtime and size, or
-#: None when it is gone.
-Look = tuple[int, int] | None
 
 
 def _installation() -> tuple[str, ...]:
@@ -34,53 +31,40 @@ def _installation() -> tuple[str, ...]:
     return tuple(os.path.join(os.path.realpath(p), "") for p in prefixes)
 
 
-def _look(path: str) -> Look:
-    try:
-        found = os.stat(path)
-    except OSError:
-        return None
-    return found.st_mtime_ns, found.st_size
-
-
 class ChangeWatcher:
     """
-    Calls C{onChange(path)} when one of the watched files changes, while
-    C{watching()} says so (a change seen otherwise is only remembered).
+    Calls C{onChange(path)} in the reactor when one of the watched files
+    changes, while C{watching()} says so.
 
-    @ivar interval: seconds between two looks at the files.
+    @ivar debounce: milliseconds of quiet a burst of changes (an editor's
+        save, a checkout) must end with before it counts, once.
     """
 
-    interval = 0.5
+    debounce = 300
 
     def __init__(
         self,
-        clock: Any,
+        reactor: Any,
         files: Iterable[str],
         watching: Callable[[], bool],
         onChange: Callable[[str], object],
         modules: Mapping[str, ModuleType | None] = sys.modules,
         installation: tuple[str, ...] | None = None,
     ) -> None:
+        self._reactor = reactor
         self._files = [os.path.realpath(f) for f in files]
         self._watching = watching
         self._onChange = onChange
         self._modules = modules
         self._installation = _installation() if installation is None else installation
-        self._seen: dict[str, Look] = {}
-        self._loop = LoopingCall(self.check)
-        self._loop.clock = clock
-
-    def start(self) -> None:
-        # The first look, at once, is what later ones are compared with.
-        self._loop.start(self.interval, now=True)
-
-    def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
+        self._stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+        # Set once the files are watched: a change from then on is seen.
+        self.ready = threading.Event()
 
     def watched(self) -> set[str]:
         """
-        The files watched now: those given, and the imported modules' files
+        The files watched: those given, and the imported modules' files
         outside the installation.
         """
         paths = set(self._files)
@@ -93,15 +77,49 @@ class ChangeWatcher:
                 paths.add(path)
         return paths
 
-    def check(self) -> None:
-        changed = []
-        for path in self.watched():
-            look = _look(path)
-            if path in self._seen and self._seen[path] != look:
-                changed.append(path)
-            self._seen[path] = look
-        if changed and self._watching():
-            self._onChange(sorted(changed)[0])
+    def start(self) -> None:
+        """
+        Watch the files imported by now, until the reactor stops.
+        """
+        files = self.watched()
+        directories = sorted({os.path.dirname(path) for path in files})
+        self.thread = threading.Thread(
+            target=self._watch,
+            args=(directories, files),
+            name="twisted-cluster: watching the app's files",
+            daemon=True,
+        )
+        self.thread.start()
+        self._reactor.addSystemEventTrigger("before", "shutdown", self.stop)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _watch(self, directories: list[str], files: set[str]) -> None:
+        # In the watching thread: it touches nothing of the reactor's but
+        # callFromThread.
+        import watchfiles
+
+        for changes in watchfiles.watch(
+            *directories,
+            recursive=False,
+            debounce=self.debounce,
+            stop_event=self._stopping,
+            raise_interrupt=False,
+            # An empty set now and then says the watch is in place.
+            rust_timeout=200,
+            yield_on_timeout=True,
+        ):
+            self.ready.set()
+            changed = sorted(
+                path for _, path in changes if os.path.realpath(path) in files
+            )
+            if changed:
+                self._reactor.callFromThread(self._changed, changed[0])
+
+    def _changed(self, path: str) -> None:
+        if self._watching():
+            self._onChange(path)
 
 
 def askForReload(master: int) -> Callable[[str], None]:
