@@ -69,7 +69,7 @@ $(OLDEST_STAMP): setup.cfg
 	rm -rf $(OLDEST_VENV)
 	$(PYTHON) -m venv $(OLDEST_VENV)
 	$(OLDEST_BIN)/pip install --quiet --upgrade pip
-	$(OLDEST_BIN)/pip install --quiet -e '.[unit]' $(foreach pin,$(OLDEST_PINS),'$(pin)')
+	$(OLDEST_BIN)/pip install --quiet -e '.[unit,metrics,reload]' $(foreach pin,$(OLDEST_PINS),'$(pin)')
 	echo '$(CURDIR)' > "$$($(OLDEST_BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/twisted_cluster_checkout.pth"
 	touch $@
 
