@@ -6,7 +6,6 @@ C{--config FILE} and the workers' environment, C{--env} and C{--env-file}
 from __future__ import annotations
 
 import signal
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import pytest
 from twisted_cluster.config import readConfig
 from twisted_cluster.envfile import WorkerEnvironment, parseEnvironment
 
-from .support import TWISTD, Cluster, childrenOf, freePort, get, waitFor
-from .test_plugins import pidsServing, webRoot
+from .support import Cluster, freePort, get, waitFor
+from .test_plugins import pidsServing, run, webRoot
 
 ENV_TAC = """\
 import os
@@ -45,23 +44,7 @@ def failing(args: list[str], cwd: Path) -> list[str]:
     """
     The lines C{twistd -n cluster ARGS} writes as it fails, with no worker.
     """
-    process = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", "--logfile=-", "cluster", *args],
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, err = process.communicate(timeout=5)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert not childrenOf(process.pid)
-    assert process.returncode != 0
-    return [line for line in (err + out).decode().splitlines() if line.strip()]
+    return [line for line in run(args, cwd).splitlines() if line.strip()]
 
 
 def webPlugin(port: int, root: Path) -> list[str]:

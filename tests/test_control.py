@@ -38,6 +38,7 @@ from .support import (
     get,
     processExists,
     waitFor,
+    webCluster,
 )
 
 WEB = APPS / "web.tac"
@@ -581,15 +582,7 @@ def test_controlNone(cluster: Any, tmp_path: Path) -> None:
     """
     C{--control none}: no socket, and the command finds no cluster.
     """
-    port = freePort()
-    versionFile = tmp_path / "version.txt"
-    versionFile.write_text("v1")
-    c = cluster(
-        WEB,
-        workers=1,
-        env={"PORT": str(port), "VERSION_FILE": str(versionFile)},
-        args=["--control", "none"],
-    )
+    c, port = webCluster(cluster, tmp_path, workers=1, args=["--control", "none"])
     waitFor(lambda: _answers(port), what="the cluster to serve")
     assert not list(tmp_path.glob("*.ctl"))
     assert "ontrol socket" not in c.log()
@@ -602,14 +595,8 @@ def test_controlCannotBeMade(cluster: Any, tmp_path: Path) -> None:
     A control socket that cannot be made is one warning line, and the
     cluster serves without it.
     """
-    port = freePort()
-    versionFile = tmp_path / "version.txt"
-    versionFile.write_text("v1")
-    c = cluster(
-        WEB,
-        workers=1,
-        env={"PORT": str(port), "VERSION_FILE": str(versionFile)},
-        args=["--control", "/nonexistent-dir/x.ctl"],
+    c, port = webCluster(
+        cluster, tmp_path, workers=1, args=["--control", "/nonexistent-dir/x.ctl"]
     )
     waitFor(lambda: _answers(port), what="the cluster to serve")
     lines = [line for line in c.log().splitlines() if "ontrol socket" in line]
