@@ -264,7 +264,7 @@ def test_exampleConfig() -> None:
     C{examples/cluster.toml} uses only keys the options know, with values
     they take.
     """
-    from twisted_cluster.tap import Options
+    from twisted_cluster.options import Options
 
     options = Options()
     example = Path(__file__).parent.parent / "examples" / "cluster.toml"

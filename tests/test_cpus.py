@@ -147,7 +147,7 @@ DEFAULT_WORKERS = """
 import os, sys
 with open(sys.argv[1], "w") as procs:
     procs.write(str(os.getpid()))
-from twisted_cluster.tap import Options
+from twisted_cluster.options import Options
 options = Options()
 options.parseOptions(["--app", sys.argv[2]])
 print(options["workers"])
