@@ -200,6 +200,8 @@ class _Forward:
 
 
 class ControlFactory(Factory):
+    noisy = False  # A client per command is no news.
+
     def __init__(self, control: ControlService) -> None:
         self._control = control
 
