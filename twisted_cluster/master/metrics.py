@@ -105,7 +105,7 @@ class ClusterMetrics:
             "twisted_cluster_workers", "Workers by state.", labels=["state"]
         )
         for state in ("starting", "serving", "spare", "retiring", "hung"):
-            workers.add_metric([state], sum(1 for r in records if _state(r) == state))
+            workers.add_metric([state], sum(1 for r in records if r.state == state))
         yield workers
         yield GaugeMetricFamily(
             "twisted_cluster_workers_wanted",
@@ -132,10 +132,6 @@ class ClusterMetrics:
             value=self.unanswered,
         )
         yield from _perWorker([r for r in records if r.worker.slot is not None])
-
-
-def _state(record: WorkerRecord) -> str:
-    return "hung" if record.hung is not None else record.role.value
 
 
 def _perWorker(records: list[WorkerRecord]) -> Iterator[Metric]:

@@ -149,6 +149,13 @@ class WorkerRecord:
         self.role = role
 
     @property
+    def state(self) -> str:
+        """
+        What status and metrics call it: its role's name, or C{"hung"}.
+        """
+        return "hung" if self.hung is not None else self.role.value
+
+    @property
     def inService(self) -> bool:
         """
         Whether it may be given connections: not on its way out, nor hung.

@@ -96,14 +96,13 @@ class Status:
         """
         worker = record.worker
         since = record.upSince if record.upSince is not None else record.bornAt
-        state = "hung" if record.hung is not None else record.role.value
         pid = worker.pid
         trip = record.figures.roundTrip
         return {
             "id": worker.id,
             "slot": worker.slot,
             "pid": pid,
-            "state": state,
+            "state": record.state,
             "uptime": round(self._clock.seconds() - since, 1),
             "restarts": (
                 0
