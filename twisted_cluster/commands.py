@@ -270,6 +270,28 @@ class Metrics(amp.Command):
     response = [(b"text", BigBytes())]
 
 
+class Quiesce(amp.Command):
+    """
+    Master to worker: the master is about to replace its code in place.
+    Answer once every question you asked has its answer, then ask nothing
+    more, until L{Resume}: what the master has read of the channel then ends
+    at a box's end, and a new master image can read on from there.
+    """
+
+    arguments = []
+    response = []
+
+
+class Resume(amp.Command):
+    """
+    Master to worker (the new image, or the old one if the upgrade did not
+    happen): ask again; what you held back goes now.
+    """
+
+    arguments = []
+    response = []
+
+
 class Disconnect(amp.Command):
     """
     Master to worker: stop accepting, finish what you have, then exit.

@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
@@ -31,12 +32,16 @@ def stopCluster(cluster: ClusterService, reactor: Any, now: bool) -> None:
         pass  # A signal stopped it a moment ago; the cluster has not heard yet.
 
 
-def installSignals(cluster: ClusterService, reactor: Any) -> None:
+def installSignals(
+    cluster: ClusterService,
+    reactor: Any,
+    upgrade: Callable[[], Deferred[None]] | None = None,
+) -> None:
     """
     SIGHUP reloads, SIGTTIN and SIGTTOU add and remove a worker, SIGTERM
     and SIGINT stop gracefully (once: the reactor's own handlers would stop
-    it again at a second signal, which fails), SIGQUIT stops at once;
-    SIGUSR2 is kept for upgrading the master, and does nothing yet.
+    it again at a second signal, which fails), SIGQUIT stops at once,
+    SIGUSR2 upgrades the master in place.
     """
 
     def quit() -> None:
@@ -45,9 +50,13 @@ def installSignals(cluster: ClusterService, reactor: Any) -> None:
     def stop() -> None:
         stopCluster(cluster, reactor, now=False)
 
-    def notYet() -> None:
-        # Its default action would kill the master and orphan its workers.
-        _log.warn("SIGUSR2 (upgrading the master in place) is not supported yet")
+    def upgradeInPlace() -> None:
+        if upgrade is None:
+            # Its default action would kill the master and orphan its workers.
+            _log.warn("SIGUSR2: this master cannot upgrade in place")
+            return
+        # The upgrader logs why it did not, if it did not.
+        upgrade().addErrback(lambda _: None)
 
     actions: dict[int, Callable[[], object]] = {
         signal.SIGHUP: cluster.reload,
@@ -56,7 +65,7 @@ def installSignals(cluster: ClusterService, reactor: Any) -> None:
         signal.SIGQUIT: quit,
         signal.SIGTERM: stop,
         signal.SIGINT: stop,
-        signal.SIGUSR2: notYet,
+        signal.SIGUSR2: upgradeInPlace,
     }
     for number, action in actions.items():
         signal.signal(number, _handler(reactor, action))

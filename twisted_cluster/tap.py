@@ -102,6 +102,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from .master.activation import activatedSockets, requestsOf
         from .master.notify import SystemdNotifier
         from .master.supervisor import ClusterService, Limits
+        from .master.upgrade import Image, Upgrader, readHandover
+
+    # An upgrade in place: the previous image of this process handed over.
+    handed = readHandover(os.environ)
+    runner = getattr(options, "parent", None)
+    image = Image.current(runner, handed)
 
     master = cluster.theMaster(reactor)
     logTarget = workerLogTarget(getattr(options, "parent", None))
@@ -121,8 +127,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     environment: WorkerEnvironment = options["environment"]
     master.environment = environment
     # Sockets systemd passed (socket activation) are the shared sockets of
-    # their addresses.
-    for sock in activatedSockets(os.environ):
+    # their addresses (after an upgrade, in the handover).
+    for sock in [] if handed else activatedSockets(os.environ):
         requests = requestsOf(sock)
         for request in requests:
             master.listeners.adopt(request, sock)
@@ -130,7 +136,6 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if os.path.isabs(logTarget):
         # The workers append to the master's log file: so must the master.
         appendToLogFiles()
-    runner = getattr(options, "parent", None)
     if os.path.isabs(logTarget):
         _giveLogTo(logTarget, *_switchingTo(runner))
     if options["master-hook"] is not None:
@@ -173,7 +178,25 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         limits=limits,
         bindAhead=options["bind"],
     )
-    reactor.callWhenRunning(installSignals, service, reactor)
+    upgrader = Upgrader(service, reactor, image)
+    if handed is not None:
+        service.inherit(handed["service"])
+        if image.pidfile:
+            # twistd was told to leave it (it names this process already):
+            # removing it at the end is ours, then.
+            reactor.addSystemEventTrigger(
+                "after", "shutdown", _removePidfile, image.pidfile
+            )
+        began = float(handed["began"])
+        reactor.callWhenRunning(
+            lambda: _log.info(
+                "Upgraded in place: generation {n}, {s:.2f}s from the signal "
+                "to supervising again",
+                n=service.generation,
+                s=reactor.seconds() - began,
+            )
+        )
+    reactor.callWhenRunning(installSignals, service, reactor, upgrader.upgrade)
     service.observers.append(_RereadOnReload(environment))
     root = _InTurn()
     notifier = SystemdNotifier.fromEnvironment(reactor, os.environ)
@@ -181,13 +204,17 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         # Stopped last: systemd's watchdog is pinged to the end of the stop.
         notifier.setServiceParent(root)
         service.observers.append(notifier)
-    control = _controlPath(options["control"], runner)
+    control = _controlPath(options["control"], image.pidfile)
     if control is not None:
         from .control.server import ControlService
 
         # Stopped after the cluster: it shows the stop to the end.
         ControlService(
-            service, control, reactor, lambda now: stopCluster(service, reactor, now)
+            service,
+            control,
+            reactor,
+            lambda now: stopCluster(service, reactor, now),
+            upgrade=upgrader.upgrade,
         ).setServiceParent(root)
     if options["health"] is not None:
         from .master.health import healthRoot
@@ -301,7 +328,7 @@ def _stopping(child: IService) -> Callable[[object], object]:
     return lambda _: child.stopService()
 
 
-def _controlPath(option: str | None, runner: Any) -> str | None:
+def _controlPath(option: str | None, pidfile: str | None) -> str | None:
     """
     Where the control socket goes: C{--control}, else C{twistd.ctl} beside
     the pid file; C{None} for C{--control none}.
@@ -310,8 +337,11 @@ def _controlPath(option: str | None, runner: Any) -> str | None:
         return None
     if option:
         return os.path.abspath(option)
-    try:
-        pidfile = runner["pidfile"]
-    except (KeyError, TypeError):
-        pidfile = None
     return defaultControlPath(pidfile or None)
+
+
+def _removePidfile(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -7,6 +7,7 @@ socket.
     twisted-cluster [--control PATH] scale N|+N|-N
     twisted-cluster [--control PATH] stop [--now]
     twisted-cluster [--control PATH] send ID|all JSON
+    twisted-cluster [--control PATH] upgrade
 
 Exit status: 0 when done; 1 with one line saying why when the cluster is
 not there, may not be used, or refused or failed the command; 2 for bad
@@ -73,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
     send = commands.add_parser("send", help="send workers a message")
     send.add_argument("worker", type=_workerId, metavar="ID|all")
     send.add_argument("message", type=_json, metavar="JSON")
+    commands.add_parser(
+        "upgrade", help="replace the master's code in place, as SIGUSR2 does"
+    )
     return p
 
 
@@ -100,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     path = options.control or defaultControlPath(None)
     try:
         sock = _connect(path)
-        code = _run(options, sock)
+        code = _run(options, sock, path)
     except Failed as e:
         sys.stderr.write(f"{PROG}: {e}\n")
         code = 1
@@ -109,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     sys.exit(code)
 
 
-def _run(options: argparse.Namespace, sock: socket.socket) -> int:
+def _run(options: argparse.Namespace, sock: socket.socket, path: str) -> int:
     # Twisted only now: a bad argument or a missing cluster answers at once.
     from ..master.lean import withoutTLS
 
@@ -119,11 +123,13 @@ def _run(options: argparse.Namespace, sock: socket.socket) -> int:
         from .client import Client
 
     client = Client(reactor, sock, out=sys.stdout)
-    return client.run(_action(options, client))
+    return client.run(_action(options, client, path))
 
 
-def _action(options: argparse.Namespace, client: Any) -> Callable[[], Any]:
+def _action(options: argparse.Namespace, client: Any, path: str) -> Callable[[], Any]:
     command = options.command
+    if command == "upgrade":
+        return lambda: client.upgrade(path)
     if command == "status":
         return lambda: client.status(asJSON=options.json, watch=options.watch)
     if command == "reload":

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.error import ConnectionClosed
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.error import ConnectError, ConnectionClosed
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from .commands import Progress, Refused, Reload, Scale, Send, Status, Stop
+from .commands import Progress, Refused, Reload, Scale, Send, Status, Stop, Upgrade
 from .table import formatStatus
 
 CLEAR = "\x1b[H\x1b[2J"
@@ -28,6 +29,9 @@ CLEAR = "\x1b[H\x1b[2J"
 
 EXIT_WAIT = 30.0
 """How long C{stop} waits for the master to exit once it has hung up."""
+
+UPGRADE_WAIT = 60.0
+"""How long C{upgrade} waits for the master's new image to answer."""
 
 _PEERCRED = struct.Struct("3i")
 
@@ -210,6 +214,85 @@ class Client:
         poll = LoopingCall(check)
         poll.clock = self._reactor
         return poll.start(interval).addCallback(lambda _: None)
+
+    def upgrade(self, path: str) -> Deferred[int]:
+        """
+        Have the master upgrade in place, then wait for its new image to
+        answer at C{path}.
+        """
+        self._say("Upgrading the master in place")
+        began = self._reactor.seconds()
+
+        def asked(answer: dict[str, Any]) -> Deferred[int]:
+            master = answer["status"]["master"]
+            generation = int(master.get("generation", 0))
+            # Refused, or never answered: the connection closes at the exec.
+            upgrading = self._call(Upgrade)
+            upgrading.addErrback(lambda f: f if f.check(Refused) else None)
+            upgrading.addCallback(lambda _: self._protocol.lost)
+            upgrading.addCallback(lambda _: self._newImage(path, generation))
+            return upgrading.addCallback(done, master["pid"])
+
+        def done(status: dict[str, Any], pid: int) -> int:
+            master = status["master"]
+            self._say(
+                f"Upgraded the master (pid {pid}) in place in "
+                f"{self._reactor.seconds() - began:.2f}s: generation "
+                f"{master['generation']}, {len(status['workers'])} workers kept; "
+                "`twisted-cluster reload` rolls the workers onto the new code"
+            )
+            return 0
+
+        return self._call(Status).addCallback(asked)
+
+    def _newImage(self, path: str, generation: int) -> Deferred[dict[str, Any]]:
+        """
+        The status of the master at C{path} once it is a later generation
+        than C{generation}.
+        """
+        deadline = self._reactor.seconds() + UPGRADE_WAIT
+        pid = self._masterPid
+        result: Deferred[dict[str, Any]] = Deferred()
+
+        def attempt() -> None:
+            if pid is not None and exited(pid):
+                result.errback(
+                    Refused("the master exited while upgrading; see its log")
+                )
+                return
+            if self._reactor.seconds() > deadline:
+                result.errback(
+                    Refused(
+                        f"the master's new image did not answer in {UPGRADE_WAIT:g}s"
+                    )
+                )
+                return
+            endpoint = UNIXClientEndpoint(self._reactor, path)
+            d = endpoint.connect(Factory.forProtocol(amp.AMP))
+            d.addCallback(ask)
+            d.addErrback(retry)
+
+        def ask(protocol: amp.AMP) -> Deferred[None]:
+            d = protocol.callRemote(Status)
+
+            def answered(answer: dict[str, Any]) -> None:
+                protocol.transport.loseConnection()  # type: ignore[union-attr]
+                status = answer["status"]
+                if int(status["master"].get("generation", 0)) > generation:
+                    result.callback(status)
+                else:
+                    result.errback(Refused("the master did not upgrade; see its log"))
+
+            return d.addCallback(answered)
+
+        def retry(failure: Failure) -> None:
+            if result.called:
+                return
+            failure.trap(ConnectError, ConnectionClosed)
+            self._reactor.callLater(0.05, attempt)
+
+        attempt()
+        return result
 
     def send(self, worker: int, message: object) -> Deferred[int]:
         def done(answer: dict[str, Any]) -> int:

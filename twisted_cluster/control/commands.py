@@ -3,7 +3,7 @@ The AMP commands spoken over the control socket, between the
 C{twisted-cluster} command (the client) and a master.
 
 Only JSON data crosses it.  A command that takes a while (reload, scale,
-stop) has the master send the client L{Progress} lines until it answers.
+stop, upgrade) has the master send the client L{Progress} lines until it answers.
 """
 
 from __future__ import annotations
@@ -60,6 +60,19 @@ class Stop(amp.Command):
     """
 
     arguments = [(b"now", amp.Boolean())]
+    response = []
+    errors = _ERRORS
+
+
+class Upgrade(amp.Command):
+    """
+    Replace the master's code in place, as SIGUSR2 does.  Refused (with
+    why) if the master supervises on; otherwise never answered: the
+    connection closes as the master executes the new code, and the client
+    asks the new image's L{Status} whether it took over.
+    """
+
+    arguments = []
     response = []
     errors = _ERRORS
 

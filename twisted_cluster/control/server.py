@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..master.status import Status as StatusReader
-from .commands import Progress, Refused, Reload, Scale, Send, Status, Stop
+from .commands import Progress, Refused, Reload, Scale, Send, Status, Stop, Upgrade
 
 if TYPE_CHECKING:
     from ..master.supervisor import ClusterService
@@ -149,6 +149,17 @@ class ControlProtocol(amp.AMP):
         self._forward()
         return {}
 
+    @Upgrade.responder
+    def upgrade(self) -> Deferred[dict[str, Any]]:
+        upgrade = self._control.upgrade
+        if upgrade is None:
+            raise Refused("this master cannot upgrade in place")
+
+        def refused(failure: Failure) -> Failure:
+            return Failure(Refused(failure.getErrorMessage()))
+
+        return self._follow(upgrade).addCallbacks(lambda _: {}, refused)
+
     @Send.responder
     def send(self, worker: int, message: object) -> Deferred[dict[str, Any]]:
         workers = self._control.service.master.workers
@@ -226,6 +237,7 @@ class ControlService(Service):
         reactor: Any,
         stopCluster: Callable[[bool], object],
         publisher: LogPublisher | None = None,
+        upgrade: Callable[[], Deferred[None]] | None = None,
     ) -> None:
         self.service = service
         self.path = path
@@ -235,6 +247,7 @@ class ControlService(Service):
         self.clients: set[ControlProtocol] = set()
         self._reactor = reactor
         self._stopCluster = stopCluster
+        self.upgrade = upgrade
 
     def stopCluster(self, now: bool) -> None:
         """

@@ -18,7 +18,7 @@ from .status import STATES
 if TYPE_CHECKING:
     from .supervisor import ClusterService
 
-HEALTHY = ("running", "reloading")
+HEALTHY = ("running", "reloading", "upgrading")
 """The cluster states in which it takes traffic."""
 
 

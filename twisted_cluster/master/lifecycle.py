@@ -4,6 +4,10 @@ A worker's lifecycle as the master sees it, as an explicit state machine.
     none --online--> online --listening--> listening
       any live state --channelLost--> disconnected --exited--> dead
       any live state --exited--> dead   (the disconnect is reported first)
+      none --inheritedOnline--> online, none --inheritedListening--> listening
+
+The last two are for a worker the master's previous image started (an
+upgrade in place): it arrives in the state it had, without its events again.
 
 Node's C{worker.state} names are the state names; each event of Node's
 cluster (C{online}, C{listening}, C{disconnect}, C{death}) fires on the
@@ -36,6 +40,12 @@ class Lifecycle(Protocol):
 
     def exited(self, exitCode: int | None, signal: str | None) -> None:
         "The worker's process exited."
+
+    def inheritedOnline(self) -> None:
+        "The previous master image had the worker online."
+
+    def inheritedListening(self) -> None:
+        "The previous master image had the worker listening."
 
 
 class LifecycleCore(Protocol):
@@ -91,6 +101,14 @@ def _build() -> TypeMachineBuilder[Lifecycle, LifecycleCore]:
             core._emitDisconnect()
             core.state = dead.name
             core._emitDeath(exitCode, signal)
+
+    @pep614(none.upon(Lifecycle.inheritedOnline).to(online))
+    def inheritOnline(machine: Lifecycle, core: LifecycleCore) -> None:
+        core.state = online.name
+
+    @pep614(none.upon(Lifecycle.inheritedListening).to(listening))
+    def inheritListening(machine: Lifecycle, core: LifecycleCore) -> None:
+        core.state = listening.name
 
     # An Online or a listen already on the wire when the channel went.
     online.upon(Lifecycle.online).loop().returns(None)

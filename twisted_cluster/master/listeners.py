@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import socket
 import stat
@@ -172,6 +173,8 @@ class Listeners:
         """
         self._policyPerSlot = perSlot
         self._sockets: dict[tuple[object, ...], socket.socket] = {}
+        # The request each address (a key less its slot) was first bound for.
+        self._requests: dict[tuple[object, ...], ListenRequest] = {}
         self._paths: list[str] = []
         self._locks: dict[str, FilesystemLock] = {}
         self.slotNumbers: set[int] = set()
@@ -196,6 +199,7 @@ class Listeners:
         """
         self._bound.add(request.key)
         self._sockets[(*request.key, 0)] = sock
+        self._requests[request.key] = request
         self._log.info("Sharing {address} (activated)", address=describeSocket(sock))
 
     def perSlot(self, request: ListenRequest) -> bool:
@@ -233,6 +237,7 @@ class Listeners:
         else:
             sock = bind(request, reusePort=perSlot)
         self._sockets[key] = sock
+        self._requests.setdefault(request.key, request)
         if perSlot:
             self.slotNumbers.add(slot)
         if request.kind == "unix":
@@ -302,6 +307,45 @@ class Listeners:
             if sock.family != socket.AF_UNIX and sock.type == socket.SOCK_STREAM:
                 stopQueueing(sock)
 
+    def handover(self) -> dict[str, Any]:
+        """
+        What the master's next image needs to share the same sockets (their
+        descriptors, which it inherits, included).
+        """
+        return {
+            "sockets": [
+                {
+                    "request": json.loads(self._requests[key[:-1]].toBytes()),
+                    "slot": key[-1],
+                    "descriptor": sock.fileno(),
+                }
+                for key, sock in self._sockets.items()
+            ],
+            "bound": [json.loads(self._requests[k].toBytes()) for k in self._bound],
+            "paths": list(self._paths),
+            "locks": list(self._locks),
+            "slots": sorted(self.slotNumbers),
+        }
+
+    def inherit(self, handed: dict[str, Any]) -> None:
+        """
+        Share the sockets the master's previous image described (L{handover}).
+        """
+        for entry in handed["sockets"]:
+            request = _request(entry["request"])
+            sock = socket.socket(fileno=int(entry["descriptor"]))
+            sock.set_inheritable(False)
+            self._sockets[(*request.key, int(entry["slot"]))] = sock
+            self._requests.setdefault(request.key, request)
+        self._bound.update(_request(body).key for body in handed["bound"])
+        self._paths.extend(handed["paths"])
+        for path in handed["locks"]:
+            # Ours already: the lock file names this process, which it still is.
+            lock = FilesystemLock(path + ".lock")
+            lock.locked = lock.clean = True
+            self._locks[path] = lock
+        self.slotNumbers.update(int(slot) for slot in handed["slots"])
+
     def close(self) -> None:
         """
         Close every socket and remove the UNIX socket files the master made.
@@ -338,6 +382,10 @@ def stopQueueing(sock: socket.socket) -> bool:
     except OSError:
         return False
     return True
+
+
+def _request(body: object) -> ListenRequest:
+    return ListenRequest.fromBytes(json.dumps(body).encode())
 
 
 def _removeSocketFile(path: str) -> None:

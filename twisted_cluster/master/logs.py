@@ -13,6 +13,7 @@ has twistd use L{jsonLogObserver} instead of its text observer.
 
 from __future__ import annotations
 
+import base64
 import signal
 import sys
 from collections.abc import Callable
@@ -77,6 +78,22 @@ class WorkerLogRelay:
         if self._errors.strip():
             self._text(self._errors)
         self._events = self._errors = b""
+
+    def pending(self) -> dict[str, str]:
+        """
+        What arrived but ends no line yet, for the master's next image.
+        """
+        return {
+            "events": base64.b64encode(self._events).decode(),
+            "errors": base64.b64encode(self._errors).decode(),
+        }
+
+    def restore(self, pending: dict[str, str]) -> None:
+        """
+        Go on from what the previous image's relay had pending.
+        """
+        self._events = base64.b64decode(pending.get("events", ""))
+        self._errors = base64.b64decode(pending.get("errors", ""))
 
     def _publish(self, record: bytes) -> None:
         text = record.decode("utf-8", "replace").strip()

@@ -111,6 +111,8 @@ class Master(EventEmitter):
         # The supervisor's word on whether a worker is in service (not being
         # retired, nor hung): its records are the one source of that.
         self.inService: Callable[[Worker], bool] = lambda worker: True
+        # Replacing its own code: round robin hands out nothing meanwhile.
+        self.upgrading = False
         self._schedule(scheduling)
         self._lastId = 0
         report = reportFromEnvironment(self._reactor, self._environ)  # type: ignore[arg-type]
@@ -275,8 +277,59 @@ class Master(EventEmitter):
         return (
             worker.isConnected()
             and not worker.exitedAfterDisconnect
+            and not self.upgrading
             and self.inService(worker)
         )
+
+    # Upgrading in place
+
+    def handover(self) -> dict[str, Any]:
+        """
+        What the master's next image needs to go on where this one stops:
+        its workers and sockets, descriptors included (each worker quiesced).
+        """
+        return {
+            "lastId": self._lastId,
+            "listeners": self.listeners.handover(),
+            "activated": [
+                None if r is None else json.loads(r.toBytes()) for r in self.activated
+            ],
+            "workers": [w.handover() for w in self.workers.values()],
+        }
+
+    def inherit(self, handed: Mapping[str, Any]) -> list[Worker]:
+        """
+        Take on the sockets and workers the previous image handed over
+        (L{handover}); the workers, quiet until told to L{Worker.resume}.
+        """
+        self._lastId = int(handed["lastId"])
+        self.listeners.inherit(handed["listeners"])
+        self.activated = [
+            None if r is None else ListenRequest.fromBytes(json.dumps(r).encode())
+            for r in handed["activated"]
+        ]
+        workers = []
+        for body in handed["workers"]:
+            worker = Worker(
+                self._host,
+                self._reactor,  # type: ignore[arg-type]
+                int(body["id"]),
+                int(body["slots"][0]),
+                self.maxMessage,
+            )
+            worker.inherit(self._reactor, body)
+            self.workers[worker.id] = worker
+            workers.append(worker)
+        # Round robin takes them on again (the listener ids, the sockets'
+        # descriptors, are the same numbers in this image).
+        for worker in workers:
+            for request in worker.requests():
+                slot = worker.slots[0]
+                if not self.listeners.perSlot(request):
+                    slot = 0
+                sock = self.listeners.socketFor(request, slot)
+                self.scheduling.listening(worker, request, sock)
+        return workers
 
 
 @implementer(IWorkerHost)

@@ -111,11 +111,12 @@ class SystemdNotifier(Service):
     def stateChanged(self, old: str, new: str) -> None:
         if new == "running":
             self.send("READY=1", "STATUS=serving")
-        elif new == "reloading":
+        elif new in ("reloading", "upgrading"):
+            # An upgrade in place too: systemd waits for READY=1 again.
             self.send(
                 "RELOADING=1",
                 f"MONOTONIC_USEC={self._monotonic()}",
-                "STATUS=reloading",
+                f"STATUS={new}",
             )
         elif new in ("draining", "stopping", "failed") and not self._stopping:
             self._stopping = True

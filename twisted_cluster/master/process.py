@@ -4,6 +4,7 @@ One worker, seen from the master: its process, its channel and its handle.
 
 from __future__ import annotations
 
+import json
 import os
 import signal as signals
 import socket
@@ -36,7 +37,9 @@ from ..commands import (
     Heartbeat,
     Message,
     Metrics,
+    Quiesce,
     Release,
+    Resume,
     Start,
     boxLimit,
 )
@@ -45,6 +48,7 @@ from ..limits import MAX_MESSAGE_SIZE
 from ..messages import Batcher, decodeBatch
 from ..request import ListenRequest
 from .channel import MasterChannel
+from .inherited import InheritedProcess, OutputPipes
 from .lifecycle import Lifecycle, lifecycleMachine
 from .listeners import BindError
 from .logs import WorkerLogRelay
@@ -177,11 +181,13 @@ class Worker(EventEmitter):
         self._maxMessage = maxMessage
         self._messages = Batcher(reactor, self._deliver, self._push, limit=maxMessage)
         self._channel: MasterChannel | None = None
+        self._output: OutputPipes | None = None
         self._lifeline: int | None = None
         self._lifecycle: Lifecycle = lifecycleMachine(self)
         self._logs = WorkerLogRelay(workerId, slot=lambda: self.slot)
         self._deathWaiters: list[Deferred[Worker]] = []
-        self._listens: set[tuple[object, ...]] = set()
+        # The addresses its app listens on, by listen request key.
+        self._listens: dict[tuple[object, ...], ListenRequest] = {}
         # Every slot it was asked to adopt: it may ask for their sockets.
         self._handed: set[int] = set()
         self._orphaned: IDelayedCall | None = None
@@ -369,13 +375,18 @@ class Worker(EventEmitter):
         lifeline as descriptor 4.  Its output is relayed to the master's log,
         or with C{relayOutput} false goes where the master's goes.
         """
-        output: dict[int, int | str] = {1: "r", 2: "r"} if relayOutput else {1: 1, 2: 2}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Pipes of our own, not Twisted's "r": an upgrade hands them on.
+        pipes = {fd: os.pipe() for fd in (1, 2)} if relayOutput else {}
+        output: dict[int, int | str] = {fd: w for fd, (r, w) in pipes.items()}
+        if not relayOutput:
+            output = {1: 1, 2: 2}
         lifelineRead, self._lifeline = os.pipe()
         devnull = os.open(os.devnull, os.O_RDONLY)
+        protocol = WorkerProcessProtocol(self)
         try:
             self.process = reactor.spawnProcess(
-                WorkerProcessProtocol(self),
+                protocol,
                 executable,
                 list(argv),
                 env=dict(env),
@@ -394,14 +405,139 @@ class Worker(EventEmitter):
         except BaseException:
             os.close(self._lifeline)
             self._lifeline = None
+            for r, _ in pipes.values():
+                os.close(r)
             raise
         finally:
             ours.close()
             theirs.close()
             os.close(lifelineRead)
             os.close(devnull)
+            for _, w in pipes.values():
+                os.close(w)
+        self._output = OutputPipes(reactor, protocol)
+        for fd, (r, _) in pipes.items():
+            self._output.read(fd, r)
         self._channel = channel
         self._pid = self.process.pid
+
+    # Upgrading the master in place
+
+    def quiesce(self) -> Deferred[None]:
+        """
+        Bring the channel to rest for the master's next image: send what is
+        queued, tell the worker to hold its questions (L{Quiesce}), and fire
+        once every question either side asked has its answer.  From then on
+        the master asks nothing until L{resume}.
+        """
+        channel = self._channel
+        if channel is None:
+            return fail(ConnectionError(f"worker {self.id} is not connected"))
+        self._messages.flush()
+        asked: Deferred[object] = channel.callRemote(Quiesce)
+        channel.quiet = True
+        return asked.addCallback(lambda _: channel.whenAnswered())
+
+    def resume(self) -> Deferred[None]:
+        """
+        Talk again after L{quiesce} (the upgrade did not happen, or this is
+        the new image): the worker asks what it held back.
+        """
+        if self._channel is None:
+            return succeed(None)
+        self._channel.quiet = False
+        if self._output is not None:
+            self._output.resume()
+        d: Deferred[None] = self._channel.callRemote(Resume)
+        return d.addCallback(lambda _: None)
+
+    def handover(self) -> dict[str, Any]:
+        """
+        What the master's next image needs to take this worker on, its
+        descriptors included: after L{quiesce}, just before the exec.
+        """
+        channel = self._channel
+        transport: Any = None if channel is None else channel.transport
+        if transport is None or self._lifeline is None or self._pid is None:
+            raise ConnectionError(f"worker {self.id} is not connected")
+        # Nothing arrives now (the worker holds its questions): what is
+        # unread stays in the socket for the next image.
+        transport.stopReading()
+        output: dict[int, int] = {}
+        if self._output is not None:
+            self._output.pause()
+            output = self._output.descriptors()
+        return {
+            "id": self.id,
+            "pid": self._pid,
+            "slots": list(self.slots),
+            "state": self.state,
+            "ready": self.ready,
+            "openConnections": self.openConnections,
+            "messagesIn": self.messagesIn,
+            "messagesOut": self.messagesOut,
+            "listens": [json.loads(r.toBytes()) for r in self._listens.values()],
+            "handed": sorted(self._handed),
+            "channel": transport.fileno(),
+            "lifeline": self._lifeline,
+            "output": {str(fd): pipe for fd, pipe in output.items()},
+            "logs": self._logs.pending(),
+        }
+
+    def inherit(self, reactor: IReactorProcess, handed: Mapping[str, Any]) -> None:
+        """
+        Take on the worker the master's previous image described in
+        C{handed} (L{handover}): its channel, lifeline and output pipes are
+        this process's descriptors already.
+        """
+        self.slots = [int(slot) for slot in handed["slots"]]
+        self.ready = bool(handed["ready"])
+        self.openConnections = int(handed["openConnections"])
+        self.messagesIn = int(handed["messagesIn"])
+        self.messagesOut = int(handed["messagesOut"])
+        for body in handed["listens"]:
+            request = ListenRequest.fromBytes(json.dumps(body).encode())
+            self._listens[request.key] = request
+        self._handed = {int(slot) for slot in handed["handed"]}
+        self._pid = int(handed["pid"])
+        self._lifeline = int(handed["lifeline"])
+        os.set_inheritable(self._lifeline, False)
+        self._logs.restore(handed["logs"])
+        if handed["state"] == "listening":
+            self._lifecycle.inheritedListening()
+        else:
+            self._lifecycle.inheritedOnline()
+        protocol = WorkerProcessProtocol(self)
+        self._output = OutputPipes(reactor, protocol)
+        for fd, pipe in handed["output"].items():
+            os.set_inheritable(int(pipe), False)
+            self._output.read(int(fd), int(pipe))
+        descriptor = int(handed["channel"])
+        channel = MasterChannel(self)
+        channel.maxBox = boxLimit(self._maxMessage)
+        # Quiet until the new image says Resume: then the worker asks again.
+        channel.quiet = True
+        try:
+            reactor.adoptStreamConnection(  # type: ignore[attr-defined]
+                descriptor, socket.AF_UNIX, ChannelFactory(channel)
+            )
+        finally:
+            os.close(descriptor)
+        self._channel = channel
+        self.process = InheritedProcess(self._pid, protocol)
+
+    def watchInherited(self) -> None:
+        """
+        Reap an inherited worker when it exits (at once, if it has).
+        """
+        if isinstance(self.process, InheritedProcess):
+            self.process.watch()
+
+    def requests(self) -> list[ListenRequest]:
+        """
+        The addresses its app listens on.
+        """
+        return list(self._listens.values())
 
     # What the channel and the process protocol report
 
@@ -435,7 +571,7 @@ class Worker(EventEmitter):
         if self.standby:
             self._host.spareListened(self)
             raise BindError("a spare worker may not listen before it is started")
-        self._listens.add(request.key)
+        self._listens[request.key] = request
         if len(self._listens) > MAX_LISTENS:
             raise ProtocolError(f"asked for more than {MAX_LISTENS} listening sockets")
         sock = self._host.socketFor(self, request, self.slots[0] if own else slot)
@@ -444,7 +580,7 @@ class Worker(EventEmitter):
         return sock, self._host.distribute(self, request, sock)
 
     def _unlisten(self, request: ListenRequest) -> None:
-        self._listens.discard(request.key)
+        self._listens.pop(request.key, None)
         self._host.unlistened(self, request)
 
     def listensOn(self, key: tuple[object, ...]) -> bool:

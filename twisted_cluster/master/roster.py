@@ -10,10 +10,10 @@ and raises L{IllegalTransition}.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -252,6 +252,54 @@ class Roster:
             self._slotRestarts[record.slot] = self._slotRestarts.get(record.slot, 0) + 1
         self._live.pop(record.id, None)
         self.dead.append(record)
+
+    def handover(self) -> dict[str, Any]:
+        """
+        The live records and the restart counts, for the master's next image.
+        """
+        return {
+            "restarts": dict(self.restarts),
+            "slotRestarts": {str(k): v for k, v in self._slotRestarts.items()},
+            "records": [
+                {
+                    "id": r.id,
+                    "role": r.role.value,
+                    "bornAt": r.bornAt,
+                    "failures": r.failures,
+                    "bootFailures": r.bootFailures,
+                    "upSince": r.upSince,
+                }
+                for r in self._live.values()
+            ],
+        }
+
+    def inherit(self, handed: Mapping[str, Any], workers: Mapping[int, Worker]) -> None:
+        """
+        Go on from the records the previous image handed over (L{handover}),
+        of C{workers} (by id).
+        """
+        self.restarts.update(
+            {k: int(v) for k, v in handed["restarts"].items() if k in CAUSES}
+        )
+        self._slotRestarts.update(
+            {int(k): int(v) for k, v in handed["slotRestarts"].items()}
+        )
+        now = self._clock.seconds()
+        for body in handed["records"]:
+            worker = workers.get(int(body["id"]))
+            if worker is None:
+                continue
+            record = self.add(
+                worker,
+                Role(body["role"]),
+                int(body["failures"]),
+                int(body["bootFailures"]),
+            )
+            record.bornAt = float(body["bornAt"])
+            upSince = body["upSince"]
+            record.upSince = None if upSince is None else float(upSince)
+            # Heard now: the gap of the exec is no silence of the worker's.
+            record.lastHeard = now
 
     def later(
         self,

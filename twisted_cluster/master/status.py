@@ -21,6 +21,7 @@ STATES = {
     "starting": "starting",
     "running": "serving",
     "reloading": "reloading",
+    "upgrading": "upgrading",
     "draining": "draining",
     "stopping": "stopping",
     "failed": "stopping",
@@ -80,7 +81,8 @@ class Status:
             "scheduling": service.master.scheduling.name,
             "master": {
                 "pid": self._pid,
-                "uptime": round(now - self._startedAt, 1),
+                "uptime": round(now - service.startedAt, 1),
+                "generation": service.generation,
                 "cpu": self._cpuPercent(self._pid, self._startedAt),
                 "rss": self._rssOf(self._pid),
             },

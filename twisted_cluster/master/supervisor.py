@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -73,7 +74,9 @@ class Limits:
 
 class State(Enum):
     """
-    The cluster's lifecycle.  C{running} and C{reloading} both serve;
+    The cluster's lifecycle.  C{running} and C{reloading} both serve; so
+    does C{upgrading}, while the master replaces its own code, starting and
+    retiring nothing;
     C{draining} serves too, for C{shutdownDelay} seconds before it stops,
     while the health check says it is going; C{failed} is stopping because
     the app cannot run.
@@ -82,6 +85,7 @@ class State(Enum):
     starting = "starting"
     running = "running"
     reloading = "reloading"
+    upgrading = "upgrading"
     draining = "draining"
     stopping = "stopping"
     failed = "failed"
@@ -89,8 +93,15 @@ class State(Enum):
 
 _TRANSITIONS = {
     State.starting: {State.running, State.draining, State.stopping, State.failed},
-    State.running: {State.reloading, State.draining, State.stopping, State.failed},
+    State.running: {
+        State.reloading,
+        State.upgrading,
+        State.draining,
+        State.stopping,
+        State.failed,
+    },
     State.reloading: {State.running, State.draining, State.stopping, State.failed},
+    State.upgrading: {State.running, State.draining, State.stopping, State.failed},
     State.draining: {State.stopping, State.failed},
     State.stopping: set(),
     State.failed: {State.stopping},
@@ -163,6 +174,9 @@ class ClusterService(Service):
         self.state = State.starting
         self.roster = Roster(reactor)
         self.reloads: Counter[str] = Counter(done=0, failed=0)
+        # This master process: since when, and how often it upgraded in place.
+        self.startedAt = reactor.seconds()
+        self.generation = 0
         self._reactor = reactor
         self._onFatal = onFatal
         self._everUp = False
@@ -194,6 +208,8 @@ class ClusterService(Service):
             maxMemory=self.limits.maxMemory,
             memoryOf=memoryOf,
         )
+        # What the master's previous image handed over (an upgrade in place).
+        self._handed: Mapping[str, Any] | None = None
         master.observers.append(_Observer(self))
         master.inService = self._inService
         master.on("death", self._workerDied)
@@ -215,6 +231,12 @@ class ClusterService(Service):
             )
         self._log.info("Cluster {old} -> {new}", old=self.state.value, new=state.value)
         old, self.state = self.state, state
+        if state is State.upgrading:
+            # Nothing is asked of a worker while its channel comes to rest.
+            self.master.upgrading = True
+            self._watchdog.stop()
+        elif old is State.upgrading:
+            self._upgradeEnded()
         for observer in list(self.observers):
             observer.stateChanged(old.value, state.value)
 
@@ -233,6 +255,9 @@ class ClusterService(Service):
 
     def startService(self) -> None:
         super().startService()
+        if self._handed is not None:
+            self._takeOver(self._handed)
+            return
         self._log.info(
             "Starting {count} worker{s}",
             count=self.count,
@@ -327,6 +352,103 @@ class ClusterService(Service):
                 )
                 worker.kill("SIGKILL")
 
+    # Upgrading the master in place
+
+    def settled(self) -> bool:
+        """
+        Whether the cluster runs plainly: C{count} workers serve, and no
+        worker is starting or retiring, nor a replacement owed.
+        """
+        if self.state is not State.running or self._owed:
+            return False
+        records = self.roster.having(Role.starting, Role.serving, Role.retiring)
+        return len(records) == self.count and all(
+            r.role is Role.serving for r in records
+        )
+
+    def beginUpgrade(self) -> None:
+        """
+        The master is about to replace its code: start and retire nothing,
+        ping no one, hand round robin's connections to no one.
+
+        @raise ValueError: if the cluster is not L{settled}.
+        """
+        if self.state is not State.running:
+            raise ValueError(f"the cluster is {self.state.value}")
+        if not self.settled():
+            raise ValueError(
+                "workers are starting or retiring; upgrade once the cluster has settled"
+            )
+        self._enter(State.upgrading)
+
+    def endUpgrade(self) -> None:
+        """
+        The upgrade did not happen: this image supervises on.
+        """
+        if self.state is State.upgrading:
+            self._enter(State.running)
+            self._reconcile()
+
+    def _upgradeEnded(self) -> None:
+        # Whether it failed or a stop cut it short: the workers talk again.
+        self.master.upgrading = False
+        for worker in list(self.master.workers.values()):
+            worker.resume().addErrback(self.master.unheard, worker)
+        if self.state not in (*_ENDING, State.draining):
+            self._watchdog.start()
+
+    def handover(self) -> dict[str, Any]:
+        """
+        What the master's next image needs to supervise on (with
+        L{Master.handover}): the count, the records and the counts kept.
+        """
+        return {
+            "count": self.count,
+            "startedAt": self.startedAt,
+            "generation": self.generation + 1,
+            "reloads": dict(self.reloads),
+            "roster": self.roster.handover(),
+            "master": self.master.handover(),
+        }
+
+    def inherit(self, handed: Mapping[str, Any]) -> None:
+        """
+        Supervise, from L{startService} on, what the previous image handed
+        over (L{handover}) instead of starting workers.
+        """
+        self._handed = handed
+
+    def _takeOver(self, handed: Mapping[str, Any]) -> None:
+        self._handed = None
+        self.count = int(handed["count"])
+        self.startedAt = float(handed["startedAt"])
+        self.generation = int(handed["generation"])
+        self.reloads.update(handed["reloads"])
+        workers = self.master.inherit(handed["master"])
+        self.roster.inherit(handed["roster"], {w.id: w for w in workers})
+        self._everUp = True
+        self._enter(State.running)
+        for record in self.roster:
+            if self.limits.maxAge and record.upSince is not None:
+                age = jittered(
+                    self.limits.maxAge, self.limits.jitter, self.limits.random
+                )
+                left = max(0.0, record.upSince + age - self._reactor.seconds())
+                self.roster.later(record, "recycle", left, self._aged, record, age)
+        self._log.info(
+            "Took over {n} worker{s} from the previous master image",
+            n=len(workers),
+            s="" if len(workers) == 1 else "s",
+        )
+        for worker in workers:
+            worker.resume().addErrback(self.master.unheard, worker)
+        for worker in workers:
+            # Reaped from now on: one that died meanwhile is replaced now.
+            worker.watchInherited()
+        self._watchdog.start()
+        self._spares.fill()
+        self._reconcile()
+
     # Scaling and reloading
 
     def scaleUp(self) -> None:
@@ -394,10 +516,7 @@ class ClusterService(Service):
             for d in waiting:
                 d.errback(RuntimeError(f"the cluster is {self.state.value}"))
             return
-        if self.state is not State.running or self._owed:
-            return
-        records = self.roster.having(Role.starting, Role.serving, Role.retiring)
-        if len(records) == self.count and all(r.role is Role.serving for r in records):
+        if self.settled():
             waiting, self._settling = self._settling, []
             for d in waiting:
                 d.callback(None)

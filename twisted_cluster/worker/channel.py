@@ -36,8 +36,10 @@ from ..commands import (
     Metrics,
     NotListening,
     Online,
+    Quiesce,
     Ready,
     Release,
+    Resume,
     Start,
     Unlisten,
     boxLimit,
@@ -68,6 +70,13 @@ class WorkerChannel(Channel):
         self._worker = worker
         self._held: list[amp.AmpBox] | None = None
         self._receiving = False
+        # While the master replaces its code: the questions not yet asked,
+        # and who waits for those out to be answered.
+        self._asking = 0
+        self._holding: list[tuple[type[amp.Command], dict[str, Any], Deferred[Any]]]
+        self._holding = []
+        self._quiet = False
+        self._quieted: list[Deferred[None]] = []
 
     def dataReceived(self, data: bytes) -> None:
         self._receiving = True
@@ -80,7 +89,12 @@ class WorkerChannel(Channel):
         # Commands that arrive while a listen* call waits for its socket are
         # held until the call has returned, so that (say) a Disconnect cannot
         # act on a half-made port.
-        if self._held is not None and amp.COMMAND in box:
+        if (
+            self._held is not None
+            and amp.COMMAND in box
+            # Held, it would keep a listen* waiting for the master to resume.
+            and box[amp.COMMAND] != Resume.commandName
+        ):
             self._held.append(box)
         else:
             super().ampBoxReceived(box)
@@ -93,6 +107,48 @@ class WorkerChannel(Channel):
                 self._held.append(box)
             else:
                 super().ampBoxReceived(box)
+
+    def callRemote(self, commandType: Any, *a: Any, **kw: Any) -> Any:
+        """
+        Ask the master, or once it said L{Quiesce}, hold the question back
+        until it says L{Resume}.
+        """
+        if self._quiet:
+            d: Deferred[Any] = Deferred()
+            self._holding.append((commandType, kw, d))
+            return d if commandType.requiresAnswer else None
+        asked = super().callRemote(commandType, *a, **kw)
+        if asked is not None:
+            self._asking += 1
+            asked.addBoth(self._answered)
+        return asked
+
+    def _answered(self, result: object) -> object:
+        self._asking -= 1
+        if not self._asking:
+            waiting, self._quieted = self._quieted, []
+            for d in waiting:
+                d.callback(None)
+        return result
+
+    @Quiesce.responder
+    def quiesce(self) -> Deferred[dict[str, Any]] | dict[str, Any]:
+        self._quiet = True
+        if not self._asking:
+            return {}
+        answered: Deferred[None] = Deferred()
+        self._quieted.append(answered)
+        return answered.addCallback(lambda _: {})
+
+    @Resume.responder
+    def resume(self) -> dict[str, Any]:
+        self._quiet = False
+        holding, self._holding = self._holding, []
+        for command, kw, d in holding:
+            asked = self.callRemote(command, **kw)
+            if asked is not None:
+                asked.chainDeferred(d)
+        return {}
 
     # What these two start may call listen*, whose synchronous call to the
     # master must not run inside this protocol's dataReceived: next turn.
