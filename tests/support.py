@@ -152,7 +152,8 @@ class Cluster:
     A C{twistd -n cluster} process of its own process group, with its log and
     standard error in files.  C{app} is the C{.tac} (C{None}: none), C{plugin}
     a twistd plugin and its arguments, given after the others; C{workers}
-    C{None} gives no C{--workers}.
+    C{None} gives no C{--workers}; C{twistd}, twistd's own options (by
+    default C{-n --pidfile=}; the log file is always given).
     """
 
     def __init__(
@@ -164,12 +165,15 @@ class Cluster:
         args: list[str] | None = None,
         passFds: tuple[int, ...] = (),
         plugin: list[str] | None = None,
+        twistd: list[str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.passFds = passFds
         self.logPath = tmp / "cluster.log"
         self.errPath = tmp / "cluster.err"
-        argv = [TWISTD, "-n", "--pidfile=", f"--logfile={self.logPath}", "cluster"]
+        if twistd is None:
+            twistd = ["-n", "--pidfile="]
+        argv = [TWISTD, *twistd, f"--logfile={self.logPath}", "cluster"]
         args = list(args or [])
         if "--spares" not in args:
             # Most tests count worker processes; the spare tests ask for one.

@@ -32,6 +32,8 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
+from functools import partial
+from itertools import count
 from typing import Any
 
 
@@ -244,6 +246,25 @@ def dropAMPBoxBeingRead(protocol: Any) -> None:
     it is reading (for one that will read no more).
     """
     protocol._currentBox = None
+
+
+def descriptorsSent(protocol: Any) -> int:
+    """
+    How many descriptors an AMP protocol has sent (L{amp.Descriptor}): the
+    ordinal the other side expects next.  AMP counts them in
+    C{_sendingDescriptorCounter}, a C{partial(next, count())}.
+    """
+    counter = protocol._sendingDescriptorCounter.args[0]
+    return int(repr(counter)[len("count(") : -1])
+
+
+def continueDescriptorsFrom(protocol: Any, sent: int) -> None:
+    """
+    Have an AMP protocol number the descriptors it sends from C{sent} on: it
+    takes over a connection on which C{sent} went before (the master's
+    previous image sent them), and the other side counts on.
+    """
+    protocol._sendingDescriptorCounter = partial(next, count(sent))
 
 
 def compactJSONEncoder(default: Any) -> Any | None:

@@ -44,6 +44,7 @@ from ..commands import (
     boxLimit,
 )
 from ..events import EventEmitter
+from ..internals import continueDescriptorsFrom, descriptorsSent
 from ..limits import MAX_MESSAGE_SIZE
 from ..messages import Batcher, decodeBatch
 from ..request import ListenRequest
@@ -479,6 +480,7 @@ class Worker(EventEmitter):
             "listens": [json.loads(r.toBytes()) for r in self._listens.values()],
             "handed": sorted(self._handed),
             "channel": transport.fileno(),
+            "descriptorsSent": descriptorsSent(channel),
             "lifeline": self._lifeline,
             "output": {str(fd): pipe for fd, pipe in output.items()},
             "logs": self._logs.pending(),
@@ -517,6 +519,8 @@ class Worker(EventEmitter):
         channel.maxBox = boxLimit(self._maxMessage)
         # Quiet until the new image says Resume: then the worker asks again.
         channel.quiet = True
+        # The worker numbers the descriptors it is passed from its first.
+        continueDescriptorsFrom(channel, int(handed["descriptorsSent"]))
         try:
             reactor.adoptStreamConnection(  # type: ignore[attr-defined]
                 descriptor, socket.AF_UNIX, ChannelFactory(channel)

@@ -1,0 +1,261 @@
+"""
+Upgrading the master in place (contract §6): real clusters, real clients.
+
+The master re-executes itself with the same pid; its workers, sockets and
+descriptors carry over, and clients on fresh and on kept-alive connections
+see no failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .support import (
+    ROOT,
+    TWISTD,
+    WEB,
+    KeepAlive,
+    Load,
+    childrenOf,
+    freePort,
+    get,
+    openDescriptors,
+    processExists,
+    waitFor,
+)
+from .test_control import ctl, ok, oneLine, settled, status, web
+
+
+def generation(path: Path) -> int | None:
+    """
+    The master's generation (upgrades so far), if it answers.
+    """
+    done = ctl(path, "status", "--json")
+    if done.returncode:
+        return None
+    value: int = json.loads(done.stdout)["master"]["generation"]
+    return value
+
+
+def workerPids(path: Path) -> set[int]:
+    return {w["pid"] for w in status(path)["workers"]}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("scheduling", ["reuseport", "shared", "roundrobin"])
+def test_upgradeKeepsEverything(cluster: Any, tmp_path: Path, scheduling: str) -> None:
+    """
+    C{upgrade}, then SIGUSR2: the master's pid and every worker's stay, the
+    master holds as many descriptors as before, and clients on new and on
+    kept-alive connections see no failure.  The cluster then still obeys
+    SIGHUP, SIGTTIN, the CLI and a worker's SIGKILL.
+    """
+    c, port, path = web(
+        cluster, tmp_path, workers=2, spares=1, args=("--scheduling", scheduling)
+    )
+    before = workerPids(path)
+    descriptors = openDescriptors(c.pid)
+    with Load(port) as fresh, KeepAlive(port, clients=3) as kept:
+        waitFor(lambda: len(fresh.answers) > 20 and kept.answers > 20, what="load")
+        done = ok(path, "upgrade", timeout=60)
+        assert "Upgraded the master" in done and "generation 1" in done
+        answered = len(fresh.answers), kept.answers
+        c.signal(signal.SIGUSR2)
+        waitFor(lambda: generation(path) == 2, timeout=60, what="a second upgrade")
+        # Still served after both.
+        waitFor(
+            lambda: (
+                len(fresh.answers) > answered[0] + 20
+                and kept.answers > answered[1] + 20
+            ),
+            what="answers after the upgrades",
+        )
+    assert fresh.failures == [] and kept.failures == []
+    assert processExists(c.pid) and c.process is not None and c.process.poll() is None
+    assert workerPids(path) == before == set(childrenOf(c.pid))
+    assert openDescriptors(c.pid) == descriptors
+    document = status(path)
+    assert document["master"]["pid"] == c.pid
+    assert document["master"]["generation"] == 2
+    log = c.log()
+    assert log.count("Took over 3 workers from the previous master image") == 2
+    assert "Upgraded in place: generation 2" in log
+
+    # It supervises on: a killed worker is replaced, its death reported.
+    victim = next(w for w in document["workers"] if w["state"] == "serving")
+    os.kill(victim["pid"], signal.SIGKILL)
+    waitFor(
+        lambda: (
+            f"Worker {victim['id']} (pid {victim['pid']}) is dead: killed by SIGKILL"
+            in c.log()
+        ),
+        what="the death reported",
+    )
+    waitFor(lambda: settled(path, 2, 1), what="a replacement")
+    # SIGTTIN adds one, SIGHUP replaces them all.
+    c.signal(signal.SIGTTIN)
+    waitFor(lambda: settled(path, 3, 1), what="three workers")
+    old = workerPids(path)
+    c.signal(signal.SIGHUP)
+    waitFor(
+        lambda: (
+            (s := settled(path, 3, 1)) is not None
+            and not {w["pid"] for w in s["workers"] if w["state"] == "serving"} & old
+        ),
+        timeout=60,
+        what="a reload",
+    )
+    ok(path, "scale", "2")
+    assert len(get(port).split()) == 3
+    ok(path, "stop")
+    assert c.wait() == 0
+
+
+@pytest.mark.timeout(120)
+def test_brokenNewCodeLeavesTheOldMaster(cluster: Any, tmp_path: Path) -> None:
+    """
+    If the code installed now cannot start (a broken install: a package on
+    C{PYTHONPATH} that fails to import), the upgrade is refused with one
+    line, the master logs one line why and serves on; fixed, it upgrades.
+    """
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    c, port, path = clusterWithPath(cluster, tmp_path, shadow)
+    before = workerPids(path)
+    broken = shadow / "twisted_cluster"
+    broken.mkdir()
+    (broken / "__init__.py").write_text('raise ImportError("this install is broken")\n')
+    with Load(port) as load:
+        done = ctl(path, "upgrade", timeout=60)
+        line = oneLine(done, 1)
+        assert "the new code cannot start" in line and "this install is broken" in line
+        waitFor(lambda: len(load.answers) > 10, what="answers after the refusal")
+    assert load.failures == []
+    log = c.log()
+    assert log.count("Not upgrading:") == 1
+    (refusal,) = [x for x in log.splitlines() if "Not upgrading:" in x]
+    assert "this install is broken" in refusal
+    assert generation(path) == 0
+    assert workerPids(path) == before
+    assert settled(path, 2, 0) is not None
+
+    # Fixed, it upgrades, and the old image's refusal left nothing behind.
+    (broken / "__init__.py").unlink()
+    broken.rmdir()
+    ok(path, "upgrade", timeout=60)
+    assert generation(path) == 1
+    assert workerPids(path) == before
+
+
+def clusterWithPath(
+    cluster: Any, tmp_path: Path, shadow: Path
+) -> tuple[Any, int, Path]:
+    env = os.environ.get("PYTHONPATH")
+    paths = [str(shadow), str(ROOT), *([env] if env else [])]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    try:
+        return web(cluster, tmp_path, workers=2)
+    finally:
+        if env is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = env
+
+
+@pytest.mark.timeout(60)
+def test_upgradeRefusedUnlessSettled(cluster: Any, tmp_path: Path) -> None:
+    """
+    While a worker is retiring (a reload's, finishing a slow request), an
+    upgrade is refused with one line and nothing changes; once the cluster
+    has settled, it upgrades.
+    """
+    c, port, path = web(cluster, tmp_path, workers=1)
+    slow = threading.Thread(target=get, args=(port, "/slow?s=5"), daemon=True)
+    slow.start()
+    waitFor(lambda: "slow request started" in c.log(), what="the slow request")
+    c.signal(signal.SIGHUP)
+    waitFor(lambda: "Retiring worker 1" in c.log(), what="the old worker retiring")
+    line = oneLine(ctl(path, "upgrade"), 1)
+    assert "settled" in line, line
+    assert generation(path) == 0
+    slow.join(15)
+    waitFor(lambda: settled(path, 1), what="the cluster to settle")
+    ok(path, "upgrade", timeout=60)
+    assert generation(path) == 1
+
+
+@pytest.mark.timeout(90)
+def test_upgradeADaemon(tmp_path: Path) -> None:
+    """
+    A daemonized master (no C{-n}, a pid file, the default log file) runs
+    on as the same daemon: the new image neither forks again nor takes its
+    own pid file for another master's, and logs to the same file.  The pid
+    file goes when it stops.
+    """
+    port = freePort()
+    version = tmp_path / "version.txt"
+    version.write_text("v1")
+    env = {**os.environ, "PORT": str(port), "VERSION_FILE": str(version)}
+    pidfile = tmp_path / "twistd.pid"
+    argv = [TWISTD, f"--pidfile={pidfile}", "cluster", "--app", str(WEB), "-w", "1"]
+    argv += ["--spares", "0"]
+    done = subprocess.run(argv, cwd=tmp_path, env=env, timeout=30)
+    assert done.returncode == 0
+    waitFor(pidfile.exists, what="the pid file")
+    pid = int(pidfile.read_text())
+    try:
+        path = tmp_path / "twistd.ctl"
+        waitFor(lambda: settled(path, 1), what="one worker")
+        before = workerPids(path)
+        ok(path, "upgrade", timeout=60)
+        assert generation(path) == 1
+        assert int(pidfile.read_text()) == pid
+        assert workerPids(path) == before
+        log = (tmp_path / "twistd.log").read_text()
+        assert "Upgraded in place: generation 1" in log
+        ok(path, "stop")
+        waitFor(lambda: not processExists(pid), what="the master to exit")
+        waitFor(lambda: not pidfile.exists(), what="the pid file removed")
+    finally:
+        for victim in [pid, *childrenOf(pid)]:
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.timeout(60)
+def test_upgradeWithAPidFile(cluster: Any, tmp_path: Path) -> None:
+    """
+    Run with C{-n} and a pid file: the pid file keeps naming the master
+    through an upgrade, the control socket stays beside it, and the pid
+    file goes when the master stops.
+    """
+    port = freePort()
+    version = tmp_path / "version.txt"
+    version.write_text("v1")
+    pidfile = tmp_path / "run" / "master.pid"
+    pidfile.parent.mkdir()
+    c = cluster(
+        WEB,
+        workers=1,
+        env={"PORT": str(port), "VERSION_FILE": str(version)},
+        twistd=["-n", f"--pidfile={pidfile}"],
+    )
+    path = pidfile.parent / "twistd.ctl"
+    waitFor(lambda: settled(path, 1), what="one worker")
+    assert pidfile.read_text() == str(c.pid)
+    ok(path, "upgrade", timeout=60)
+    assert generation(path) == 1
+    assert pidfile.read_text() == str(c.pid)
+    ok(path, "stop")
+    assert c.wait() == 0
+    assert not pidfile.exists()
