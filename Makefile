@@ -25,6 +25,7 @@ OLDEST_STAMP := $(OLDEST_VENV)/pinned-$(subst $(subst ,, ),+,$(subst [tls],,$(OL
 OLDEST_TESTS ?= tests/test_internals.py tests/test_heap.py tests/test_master.py \
 	tests/test_listening.py tests/test_roundrobin.py tests/test_supervisor.py \
 	tests/test_worker_channel.py tests/test_roster.py tests/test_scheduling.py \
+	tests/test_handover.py \
 	tests/test_lean.py::test_tlsBackOnFirstUse tests/test_lean.py::test_notWhenAlreadyLoaded
 
 $(BIN)/python:

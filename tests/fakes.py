@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal as signals
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -122,10 +123,15 @@ class FakeProcessReactor(MemoryReactorClock):
     adopted channel to an AMP peer in memory.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, peer: Callable[[], amp.AMP] = WorkerPeer) -> None:
+        """
+        @param peer: makes the worker's end of each channel (its attribute
+            C{peer}, which a test may change).
+        """
         super().__init__()
         self.processes: list[FakeProcess] = []
         self._lastPid = 1000
+        self.peer = peer
 
     def spawnProcess(
         self,
@@ -149,7 +155,7 @@ class FakeProcessReactor(MemoryReactorClock):
 
     def adoptStreamConnection(self, fd: int, family: int, factory: Factory) -> None:
         master = factory.buildProtocol(None)
-        peer = WorkerPeer()
+        peer: Any = self.peer()
         transport = iosim.makeFakeServer(master)
         # Descriptors pass ahead of the bytes that refer to them, as on a
         # UNIX socket.

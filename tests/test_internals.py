@@ -8,7 +8,9 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
+from typing import Any
 
+import pytest_twisted
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
@@ -378,3 +380,94 @@ def test_noClassOfOursShadowsATwistedPrivate() -> None:
                         if n in vars(base)
                     ]
     assert shadowed == [], f"Twisted privates used outside internals: {shadowed}"
+
+
+def test_ampNumbersTheDescriptorsItSends() -> None:
+    """
+    AMP numbers the descriptors it sends from 0, and the receiver looks
+    each up by that number: a connection taken over (an upgrade in place)
+    must number on from where the other side counts.
+    """
+    from twisted.protocols import amp
+
+    from twisted_cluster.internals import continueDescriptorsFrom, descriptorsSent
+
+    class Sent:
+        def sendFileDescriptor(self, fd: int) -> None:
+            pass
+
+    sender = amp.AMP()
+    sender.transport = Sent()  # type: ignore[assignment]
+    assert descriptorsSent(sender) == 0
+    assert amp.Descriptor().toStringProto(7, sender) == b"0"
+    assert amp.Descriptor().toStringProto(7, sender) == b"1"
+    assert descriptorsSent(sender) == 2
+    continueDescriptorsFrom(sender, 5)
+    assert descriptorsSent(sender) == 5
+    assert amp.Descriptor().toStringProto(7, sender) == b"5"
+    receiver = amp.AMP()
+    for fd in (10, 11):
+        receiver.fileDescriptorReceived(fd)
+    assert amp.Descriptor().fromStringProto(b"1", receiver) == 11
+
+
+@pytest_twisted.inlineCallbacks
+def test_theReactorReapsAChildItDidNotSpawn() -> Any:
+    """
+    A handler given to C{registerReapProcessHandler} for a child the
+    reactor did not spawn (one the master's previous image did) has its
+    C{reapProcess} called after C{SIGCHLD}; a child that has exited already
+    is ended at once, with its status.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+    from twisted.internet.error import ProcessTerminated
+    from twisted.internet.protocol import ProcessProtocol
+
+    from twisted_cluster.master.inherited import InheritedProcess
+
+    class Ended(ProcessProtocol):
+        def __init__(self) -> None:
+            self.exited: Deferred[Any] = Deferred()
+
+        def processExited(self, reason: Any) -> None:
+            self.exited.callback(reason.value)
+
+    env = dict(os.environ)
+    r, w = os.pipe()
+    # Exits with 3 once the pipe is closed: after the handler is in place.
+    pid = os.posix_spawn(
+        "/bin/sh",
+        ["sh", "-c", "read x; exit 3"],
+        env,
+        file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)],
+    )
+    protocol = Ended()
+    process = InheritedProcess(pid, protocol)
+    process.watch()
+    assert not protocol.exited.called
+    os.close(w)
+    timeout = reactor.callLater(10, protocol.exited.cancel)  # type: ignore[attr-defined]
+    reason = yield protocol.exited
+    timeout.cancel()
+    os.close(r)
+    assert isinstance(reason, ProcessTerminated) and reason.exitCode == 3
+    assert process.pid is None
+
+    gone = os.posix_spawn("/bin/sh", ["sh", "-c", "kill -9 $$"], env)
+    waitForZombie(gone)
+    early = Ended()
+    InheritedProcess(gone, early).watch()
+    assert early.exited.called
+    reason = yield early.exited
+    assert isinstance(reason, ProcessTerminated) and reason.signal == 9
+
+
+def waitForZombie(pid: int) -> None:
+    from .support import waitFor
+
+    def zombie() -> bool:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+    waitFor(zombie, timeout=10, what=f"pid {pid} to exit")

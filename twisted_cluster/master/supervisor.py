@@ -597,8 +597,8 @@ class ClusterService(Service):
         those missing (races between deaths, reloads and scaling otherwise
         leave one too many or too few; a reload has more on purpose).
         """
-        if not self.running or self.state in _ENDING:
-            return
+        if not self.running or self.state in (*_ENDING, State.upgrading):
+            return  # Upgrading: the new image, or this one after, starts them.
         for owed in [o for o in self._owed if o.due]:
             self._owed.remove(owed)
             self._fork(owed.failures, owed.bootFailures)
