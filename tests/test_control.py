@@ -672,8 +672,14 @@ def test_statusRows() -> None:
     assert document["state"] == "serving"
     assert document["count"] == 2
     assert document["scheduling"] == "reuseport"
-    # The master has been up since the status was made.
-    assert document["master"] == {"pid": 42, "uptime": 15.0, "cpu": None, "rss": 3000}
+    # The master has been up since the service was made, and never upgraded.
+    assert document["master"] == {
+        "pid": 42,
+        "uptime": 15.0,
+        "generation": 0,
+        "cpu": None,
+        "rss": 3000,
+    }
     first, second = document["workers"]
     assert first == {
         "id": 1,

@@ -259,3 +259,61 @@ def test_upgradeWithAPidFile(cluster: Any, tmp_path: Path) -> None:
     ok(path, "stop")
     assert c.wait() == 0
     assert not pidfile.exists()
+
+
+@pytest.mark.timeout(90)
+def test_aNewImageThatDiesLosesNoWorker(cluster: Any, tmp_path: Path) -> None:
+    """
+    A new release that passes the check but dies as it starts (its master
+    hook fails) takes no worker with it: the keeper holds them, they serve
+    on, and the keeper says in one line what to do; SIGTERM to the keeper
+    then lets them go.
+    """
+    port = freePort()
+    version = tmp_path / "version.txt"
+    version.write_text("v1")
+    mark = tmp_path / "broken-release"
+    c = cluster(
+        WEB,
+        workers=2,
+        env={
+            "PORT": str(port),
+            "VERSION_FILE": str(version),
+            "FAIL_MARK": str(mark),
+            "PYTHONPATH": str(ROOT / "tests" / "apps"),
+        },
+        args=["--master-hook", "hook:failsOnceMarked"],
+    )
+    path = tmp_path / "twistd.ctl"
+    waitFor(lambda: settled(path, 2), what="two workers")
+    workers = workerPids(path)
+    keepers: list[int] = []
+    try:
+        mark.write_text("")
+        with Load(port) as load:
+            done = ctl(path, "upgrade", timeout=60)
+            assert done.returncode == 1, (done.stdout, done.stderr)
+            assert "the master exited while upgrading" in done.stderr
+            assert c.wait(30) != 0
+            waitFor(lambda: "held by pid" in c.log(), what="the keeper's word")
+            answered = len(load.answers)
+            waitFor(lambda: len(load.answers) > answered + 20, what="answers after")
+        assert load.failures == []
+        assert load.pids(answered) == workers
+        (line,) = [x for x in c.log().splitlines() if "held by pid" in x]
+        assert f"the master (pid {c.pid}) died while upgrading" in line
+        keeper = int(line.split("held by pid ")[1].split(":")[0])
+        keepers.append(keeper)
+        assert all(map(processExists, workers)) and processExists(keeper)
+        os.kill(keeper, signal.SIGTERM)
+        waitFor(
+            lambda: not any(map(processExists, [keeper, *workers])),
+            timeout=30,
+            what="the workers to go with the keeper",
+        )
+    finally:
+        for pid in [*keepers, *workers]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

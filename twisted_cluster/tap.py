@@ -102,7 +102,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from .master.activation import activatedSockets, requestsOf
         from .master.notify import SystemdNotifier
         from .master.supervisor import ClusterService, Limits
-        from .master.upgrade import Image, Upgrader, readHandover
+        from .master.upgrade import Image, Upgrader, readHandover, releaseKeeper
 
     # An upgrade in place: the previous image of this process handed over.
     handed = readHandover(os.environ)
@@ -178,9 +178,16 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         limits=limits,
         bindAhead=options["bind"],
     )
-    upgrader = Upgrader(service, reactor, image)
+    upgrader = Upgrader(
+        service,
+        reactor,
+        image,
+        logPath=logTarget if os.path.isabs(logTarget) else None,
+    )
     if handed is not None:
         service.inherit(handed["service"])
+        # Once this image supervises, the workers' keeper may go.
+        reactor.callWhenRunning(releaseKeeper, handed)
         if image.pidfile:
             # twistd was told to leave it (it names this process already):
             # removing it at the end is ours, then.

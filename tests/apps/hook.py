@@ -38,3 +38,15 @@ def markAtExit(cluster):
             f.write("ran")
 
     atexit.register(mark)
+
+
+def failsOnceMarked(cluster):
+    """
+    Fail (as a new release's broken master hook would) once the file
+    FAIL_MARK names exists: the check before an upgrade passes (it runs no
+    hook), the new image does not.
+    """
+    import os
+
+    if os.path.exists(os.environ["FAIL_MARK"]):
+        raise RuntimeError("the new release's master hook fails")

@@ -28,6 +28,9 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .inherited import InheritedProcess
+from .keeper import keepWorkers, tookOver
+
 if TYPE_CHECKING:
     from .supervisor import ClusterService
 
@@ -191,6 +194,19 @@ def descriptorsIn(document: Mapping[str, Any]) -> Iterator[int]:
         yield from (int(fd) for fd in worker["output"].values())
 
 
+def releaseKeeper(document: Mapping[str, Any]) -> None:
+    """
+    Tell the workers' keeper of a handover that this process supervises
+    them (the new image, or the old one if the exec failed), and reap it
+    when it exits.
+    """
+    keeper = document.get("keeper")
+    if keeper is None:
+        return
+    tookOver(int(keeper["confirm"]))
+    InheritedProcess(int(keeper["pid"]), ProcessProtocol()).watch()
+
+
 class Upgrader:
     """
     Upgrades the master in place, one upgrade at a time.
@@ -204,11 +220,17 @@ class Upgrader:
         reactor: Any,
         image: Image,
         execve: Callable[..., object] = os.execve,
+        logPath: str | None = None,
     ) -> None:
+        """
+        @param logPath: the master's log file, if it logs to one: where the
+            workers' keeper says so should the new image die.
+        """
         self._service = service
         self._reactor = reactor
         self._image = image
         self._execve = execve
+        self._logPath = logPath
         self._busy = False
 
     def upgrade(self) -> Deferred[None]:
@@ -302,7 +324,7 @@ class Upgrader:
         if service.state.value != "upgrading":
             raise UpgradeRefused(f"the cluster is {service.state.value}")
         image = self._image
-        document = {
+        document: dict[str, Any] = {
             "version": VERSION,
             "pid": os.getpid(),
             "began": began,
@@ -310,6 +332,14 @@ class Upgrader:
             "service": service.handover(),
         }
         descriptors = list(descriptorsIn(document))
+        workers = document["service"]["master"]["workers"]
+        keeper, confirm = keepWorkers(
+            [fd for w in workers for fd in (int(w["channel"]), int(w["lifeline"]))],
+            [int(fd) for w in workers for fd in w["output"].values()],
+            self._logPath,
+        )
+        document["keeper"] = {"pid": keeper, "confirm": confirm}
+        descriptors.append(confirm)
         here = os.getcwd()
         fd = os.memfd_create("twisted-cluster-handover", 0)
         try:
@@ -328,10 +358,12 @@ class Upgrader:
             os.chdir(here)
             for descriptor in descriptors:
                 os.set_inheritable(descriptor, False)
+            releaseKeeper(document)
             raise UpgradeRefused(f"cannot execute {image.executable}: {e}") from None
         finally:
             os.close(fd)
         # Only an execve that returns (a test's) gets here.
+        releaseKeeper(document)
         self._busy = False
 
 
