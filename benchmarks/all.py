@@ -8,7 +8,8 @@ Runs throughput.py (wrk against plain twistd, the cluster with 1 and N
 workers under each policy, and Node's cluster where installed), startup.py
 (cold start, SIGKILL to replacement), messages.py (against Node's
 process.send), scrape.py (the --metrics page of 2 workers x 200 app series)
-and reload.py (rolling reloads under load), one after the other so that no
+reload.py (rolling reloads under load) and upgrade.py (upgrading the master
+in place under load, reuseport and round robin), one after the other so that no
 two share the cores, then prints the machine, the versions
 and one line per goal.  --quick runs fewer and shorter rounds, to try the
 harness.
@@ -144,6 +145,8 @@ def main() -> None:
         )
         if not quick:
             run("reload.py", "--seconds", "30", "--reloads", "4")
+            for scheduling in ("reuseport", "roundrobin"):
+                run("upgrade.py", "--upgrades", "4", "--scheduling", scheduling)
         results = [
             json.loads((out / f"{name}.json").read_text())
             for name in ("throughput", "startup", "messages", "scrape")

@@ -26,6 +26,7 @@ from twisted_cluster.master.upgrade import (
     HANDOVER_ENV,
     VERSION,
     Image,
+    InheritedPorts,
     readHandover,
 )
 from twisted_cluster.worker.channel import ThisWorker, WorkerChannel
@@ -391,3 +392,38 @@ def test_handoverUnreadable(tmp_path: Path, body: object, why: str) -> None:
 def test_handoverDescriptorThatIsNotOpen() -> None:
     with pytest.raises(SystemExit, match="cannot take over"):
         readHandover({HANDOVER_ENV: "987654"})
+
+
+def _isOpen(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_inheritedPortsForTheirAddressOnly() -> None:
+    """
+    A service takes the socket its previous image listened on only if it
+    listens on the same address (a configuration file may have changed);
+    a socket not taken is closed.
+    """
+    health, metrics, control = (os.pipe() for _ in range(3))
+    ports = InheritedPorts(
+        {
+            "ports": {
+                "health": {"address": "tcp:8081", "descriptor": health[0]},
+                "metrics": {"address": "tcp:9090", "descriptor": metrics[0]},
+                "control": {"address": "/run/a.ctl", "descriptor": control[0]},
+            }
+        }
+    )
+    assert ports.take("health", "tcp:8081") == health[0]
+    assert ports.take("metrics", "tcp:9091") is None
+    assert not _isOpen(metrics[0])
+    assert ports.take("nothing", "tcp:1") is None
+    ports.closeRest()
+    assert not _isOpen(control[0])
+    assert _isOpen(health[0])
+    for fd in (health[0], health[1], metrics[1], control[1]):
+        os.close(fd)

@@ -451,22 +451,6 @@ def test_unixWantPIDSurvivesMasterKill(cluster, tmp_path: Path) -> None:
     assert not os.path.exists(path + ".lock") and not os.path.exists(path)
 
 
-def test_sigusr2DoesNotKillTheMaster(cluster, tmp_path: Path) -> None:
-    """
-    SIGUSR2 (which kills a plain twistd) leaves the cluster serving, with
-    one line saying it is not supported yet.
-    """
-    from .support import get
-
-    c, port = webCluster(cluster, tmp_path)
-    workers = set(c.workerPids())
-    c.signal(signal.SIGUSR2)
-    waitFor(lambda: "SIGUSR2" in c.log(), what="the SIGUSR2 line")
-    assert get(port).split()[2] == "v1"
-    assert c.process.poll() is None
-    assert set(c.workerPids()) == workers
-
-
 def test_masterAppendsToTheSharedLog(cluster, tmp_path: Path) -> None:
     """
     The master's own lines go after the workers' in the log file they

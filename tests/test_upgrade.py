@@ -317,3 +317,53 @@ def test_aNewImageThatDiesLosesNoWorker(cluster: Any, tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+@pytest.mark.timeout(90)
+def test_theMastersOwnPagesAnswerThroughAnUpgrade(cluster: Any, tmp_path: Path) -> None:
+    """
+    The health page, the metrics page and the control socket are the same
+    sockets after an upgrade: a load balancer's checks throughout it see
+    no refusal, and the control socket is still the owner's alone.
+    """
+    health, metrics = freePort(), freePort()
+    c, port, path = web(
+        cluster,
+        tmp_path,
+        workers=2,
+        args=(
+            "--health",
+            f"tcp:{health}:interface=127.0.0.1",
+            "--metrics",
+            f"tcp:{metrics}:interface=127.0.0.1",
+        ),
+    )
+    checks: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def check() -> None:
+        while not stop.is_set():
+            try:
+                checks.append(get(health, "/health"))
+            except OSError as e:
+                failures.append(repr(e))
+
+    checker = threading.Thread(target=check, daemon=True)
+    checker.start()
+    try:
+        waitFor(lambda: len(checks) > 20, what="health checks")
+        ok(path, "upgrade", timeout=60)
+        before = len(checks)
+        waitFor(lambda: len(checks) > before + 20, what="health checks after")
+    finally:
+        stop.set()
+        checker.join(15)
+    assert failures == []
+    assert json.loads(checks[-1])["state"] == "serving"
+    assert "twisted_cluster_workers" in get(metrics, "/metrics")
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert generation(path) == 1
+    ok(path, "stop")
+    assert c.wait() == 0
+    assert not path.exists()

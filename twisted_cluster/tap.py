@@ -31,6 +31,8 @@ from .worker.logging import RELAY, STDOUT
 
 if TYPE_CHECKING:
     from .master.supervisor import ClusterService
+    from .master.upgrade import InheritedPorts
+    from .master.web import PageService
 
 _log = Logger(namespace="twisted_cluster.tap")
 
@@ -102,7 +104,13 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from .master.activation import activatedSockets, requestsOf
         from .master.notify import SystemdNotifier
         from .master.supervisor import ClusterService, Limits
-        from .master.upgrade import Image, Upgrader, readHandover, releaseKeeper
+        from .master.upgrade import (
+            Image,
+            InheritedPorts,
+            Upgrader,
+            readHandover,
+            releaseKeeper,
+        )
 
     # An upgrade in place: the previous image of this process handed over.
     handed = readHandover(os.environ)
@@ -178,6 +186,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         limits=limits,
         bindAhead=options["bind"],
     )
+    # The listening sockets of the master's own services, after an upgrade.
+    ports = InheritedPorts(handed)
     upgrader = Upgrader(
         service,
         reactor,
@@ -216,26 +226,27 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from .control.server import ControlService
 
         # Stopped after the cluster: it shows the stop to the end.
-        ControlService(
+        controlService = ControlService(
             service,
             control,
             reactor,
             lambda now: stopCluster(service, reactor, now),
             upgrade=upgrader.upgrade,
-        ).setServiceParent(root)
-    if options["health"] is not None:
-        from .master.health import healthRoot
-
-        _serve("health", healthRoot(service), options["health"], reactor, fatal, root)
-    if options["metrics"] is not None:
-        _serve(
-            "metrics",
-            _metricsRoot(service, reactor),
-            options["metrics"],
-            reactor,
-            fatal,
-            root,
+            inherited=ports.take("control", control),
         )
+        controlService.setServiceParent(root)
+        upgrader.ports["control"] = (control, controlService)
+    pages = [
+        ("health", lambda: _healthRoot(service)),
+        ("metrics", lambda: _metricsRoot(service, reactor)),
+    ]
+    for what, page in pages:
+        if options[what] is not None:
+            upgrader.ports[what] = (
+                options[what],
+                _serve(what, page(), options[what], reactor, fatal, root, ports),
+            )
+    ports.closeRest()
     service.setServiceParent(root)
     reactor.callWhenRunning(setTitle, masterTitle(options["app"] or options["plugin"]))
     # Later than in a worker: while workers start, they need the CPUs.
@@ -285,6 +296,12 @@ class _RereadOnReload:
         pass
 
 
+def _healthRoot(service: ClusterService) -> Any:
+    from .master.health import healthRoot
+
+    return healthRoot(service)
+
+
 def _metricsRoot(service: ClusterService, reactor: Any) -> Any:
     try:
         from .master.metrics import ClusterMetrics, metricsRoot
@@ -303,9 +320,11 @@ def _serve(
     reactor: Any,
     fatal: Callable[[str], None],
     root: MultiService,
-) -> None:
+    ports: InheritedPorts,
+) -> PageService:
     """
-    Serve C{page} (a resource tree) on the endpoint C{description} names.
+    Serve C{page} (a resource tree) on the endpoint C{description} names
+    (on the socket the previous image listened on there, after an upgrade).
     """
     from twisted.internet.endpoints import serverFromString
 
@@ -315,7 +334,16 @@ def _serve(
         endpoint = serverFromString(reactor, description)
     except (ValueError, TypeError, KeyError) as e:
         raise SystemExit(f"twisted-cluster: --{what} {description!r}: {e}") from None
-    PageService(what, page, endpoint, fatal).setServiceParent(root)
+    service = PageService(
+        what,
+        page,
+        endpoint,
+        fatal,
+        reactor=reactor,
+        inherited=ports.take(what, description),
+    )
+    service.setServiceParent(root)
+    return service
 
 
 class _InTurn(MultiService):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, connectionDone
@@ -31,7 +31,9 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..internals import adoptListeningPort, startAdoptedUNIXPort
 from ..master.status import Status as StatusReader
+from ..master.upgrade import IHandsOverAPort, handOverPort, resumePort
 from .commands import Progress, Refused, Reload, Scale, Send, Status, Stop, Upgrade
 
 if TYPE_CHECKING:
@@ -220,6 +222,7 @@ class ControlFactory(Factory):
         return ControlProtocol(self._control)
 
 
+@implementer(IHandsOverAPort)
 class ControlService(Service):
     """
     Listens on the control socket at C{path} while running.  A path that
@@ -238,7 +241,12 @@ class ControlService(Service):
         stopCluster: Callable[[bool], object],
         publisher: LogPublisher | None = None,
         upgrade: Callable[[], Deferred[None]] | None = None,
+        inherited: int | None = None,
     ) -> None:
+        """
+        @param inherited: the descriptor of the listening socket the
+            master's previous image had at C{path} (an upgrade in place).
+        """
         self.service = service
         self.path = path
         self.status = StatusReader(service, reactor)
@@ -248,6 +256,7 @@ class ControlService(Service):
         self._reactor = reactor
         self._stopCluster = stopCluster
         self.upgrade = upgrade
+        self._inherited = inherited
 
     def stopCluster(self, now: bool) -> None:
         """
@@ -258,6 +267,11 @@ class ControlService(Service):
 
     def startService(self) -> None:
         super().startService()
+        fd, self._inherited = self._inherited, None
+        if fd is not None:
+            # The same socket, still 0600 at the same path.
+            self.port = adoptUNIXPort(self._reactor, fd, ControlFactory(self))
+            return
         why = _clearStale(self.path)
         if why is not None:
             self._log.warn(
@@ -282,6 +296,20 @@ class ControlService(Service):
             os.umask(mask)
         self._log.info("Control socket at {path}", path=self.path)
 
+    def handover(self) -> Deferred[int | None]:
+        """
+        The listening socket's descriptor, for the master's next image; it
+        accepts nothing more here until L{resume}.  (Clients stay until the
+        exec: the one that asked for the upgrade waits for it.)
+        """
+        return succeed(handOverPort(self.port))
+
+    def resume(self) -> None:
+        """
+        Accept again: the upgrade did not happen.
+        """
+        resumePort(self.port)
+
     def stopService(self) -> Deferred[None]:
         """
         Stop listening, and close each client's connection once what it was
@@ -298,6 +326,23 @@ class ControlService(Service):
             closing.append(gone)
             client.transport.loseConnection()  # type: ignore[union-attr]
         return gatherResults(closing).addCallback(lambda _: None)
+
+
+def adoptUNIXPort(reactor: Any, fd: int, factory: Factory) -> IListeningPort:
+    """
+    Listen with C{factory} on the listening UNIX socket C{fd}, leaving its
+    path's mode as it is (Twisted's own adoption would make it 0666); the
+    path goes when the port stops, as a port's own.
+    """
+    from twisted.internet import unix
+
+    try:
+        port = adoptListeningPort(unix.Port, reactor, fd, factory)
+        startAdoptedUNIXPort(port)
+    finally:
+        os.close(fd)
+    listening: IListeningPort = port
+    return listening
 
 
 def _clearStale(path: str) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -24,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ProcessDone
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import Interface
 
 from .inherited import InheritedProcess
 from .keeper import keepWorkers, tookOver
@@ -192,6 +195,58 @@ def descriptorsIn(document: Mapping[str, Any]) -> Iterator[int]:
         yield int(worker["channel"])
         yield int(worker["lifeline"])
         yield from (int(fd) for fd in worker["output"].values())
+    for port in document.get("ports", {}).values():
+        yield int(port["descriptor"])
+
+
+class IHandsOverAPort(Interface):
+    """
+    A service of the master's own (the control socket, a page) whose
+    listening socket the next image takes over, so that nothing connecting
+    to it is refused during an upgrade.
+    """
+
+    def handover() -> Deferred[int | None]:
+        """
+        Accept nothing more until L{resume}; fires with the listening
+        socket's descriptor (if listening) once what is open may be cut.
+        """
+
+    def resume() -> None:
+        """
+        Accept again: the upgrade did not happen.
+        """
+
+
+class InheritedPorts:
+    """
+    The listening sockets of the master's own services that the previous
+    image handed over, by name, each for the address it had.
+    """
+
+    def __init__(self, handed: Mapping[str, Any] | None) -> None:
+        self._ports: dict[str, Any] = dict((handed or {}).get("ports", {}))
+
+    def take(self, name: str, address: str) -> int | None:
+        """
+        The descriptor of the socket the service C{name} listened on, if
+        it listened on C{address} (the option may have changed since).
+        """
+        port = self._ports.pop(name, None)
+        if port is None:
+            return None
+        if port["address"] != address:
+            os.close(int(port["descriptor"]))
+            return None
+        return int(port["descriptor"])
+
+    def closeRest(self) -> None:
+        """
+        Close those no service took.
+        """
+        for port in self._ports.values():
+            os.close(int(port["descriptor"]))
+        self._ports.clear()
 
 
 def releaseKeeper(document: Mapping[str, Any]) -> None:
@@ -232,12 +287,16 @@ class Upgrader:
         self._execve = execve
         self._logPath = logPath
         self._busy = False
+        # The master's own listening services, by name: (address, service).
+        self.ports: dict[str, tuple[str, IHandsOverAPort]] = {}
+        self._handed: dict[str, dict[str, Any]] = {}
 
     def upgrade(self) -> Deferred[None]:
         """
-        Check the new code, then replace this image with it.  Fires just
-        before the exec (the process is then the new image); fails with
-        L{UpgradeRefused} if this image supervises on.
+        Check the new code, then replace this image with it: once the exec
+        has happened there is no one to fire the result for (the process is
+        the new image); it fails with L{UpgradeRefused}, saying why, if this
+        image supervises on.
         """
         d: Deferred[None] = Deferred()
         if self._busy:
@@ -250,12 +309,14 @@ class Upgrader:
         began = self._reactor.seconds()
         self._log.info("Upgrading the master in place: checking the new code")
         checked = checkNewCode(self._reactor, self._image)
+        checked.addCallback(lambda _: self._handOverPorts())
         checked.addCallback(lambda _: self._quiesce())
         checked.addCallback(lambda _: self._exec(began))
 
         def refused(failure: Failure) -> Failure:
             self._busy = False
             self._service.endUpgrade()
+            self._resumePorts()
             why = (
                 str(failure.value)
                 if failure.check(UpgradeRefused)
@@ -272,6 +333,28 @@ class Upgrader:
         if state != "running":
             return f"the cluster is {state}"
         return "workers are starting or retiring; upgrade once the cluster has settled"
+
+    def _handOverPorts(self) -> Deferred[None]:
+        """
+        The master's own services stop accepting (what connects waits in
+        the backlog for the new image) and let what is open finish.
+        """
+        names = list(self.ports)
+
+        def handed(descriptors: list[int | None]) -> None:
+            self._handed = {
+                name: {"address": self.ports[name][0], "descriptor": fd}
+                for name, fd in zip(names, descriptors, strict=True)
+                if fd is not None
+            }
+
+        asked = [self.ports[name][1].handover() for name in names]
+        return gatherResults(asked).addCallback(handed)
+
+    def _resumePorts(self) -> None:
+        self._handed = {}
+        for _, port in self.ports.values():
+            port.resume()
 
     def _quiesce(self) -> Deferred[None]:
         service = self._service
@@ -330,6 +413,7 @@ class Upgrader:
             "began": began,
             "pidfile": image.pidfile,
             "service": service.handover(),
+            "ports": self._handed,
         }
         descriptors = list(descriptorsIn(document))
         workers = document["service"]["master"]["workers"]
@@ -425,3 +509,41 @@ class _Check(ProcessProtocol):
             lines = self._output.decode("utf-8", "replace").strip().splitlines()
             why = lines[-1].strip() if lines else str(reason.value)
         self.done.errback(UpgradeRefused(f"the new code cannot start: {why}"))
+
+
+def adoptPort(reactor: Any, fd: int, factory: Any) -> IListeningPort:
+    """
+    Listen with C{factory} on the listening TCP socket C{fd}, which the
+    master's previous image made (and this one now closes its copy of).
+    """
+    probe = socket.socket(fileno=fd)
+    family = probe.family
+    probe.detach()
+    try:
+        port: IListeningPort = reactor.adoptStreamPort(fd, family, factory)
+    finally:
+        os.close(fd)
+    return port
+
+
+def handOverPort(port: IListeningPort | None) -> int | None:
+    """
+    The descriptor of the listening socket of C{port} (a Twisted TCP or UNIX
+    port), which stops accepting: what connects from now on waits in the
+    backlog, for the master's next image.
+    """
+    if port is None:
+        return None
+    selectable: Any = port
+    selectable.stopReading()
+    descriptor: int = selectable.fileno()
+    return descriptor
+
+
+def resumePort(port: IListeningPort | None) -> None:
+    """
+    Have C{port} accept again after L{handOverPort}.
+    """
+    if port is not None:
+        selectable: Any = port
+        selectable.startReading()
