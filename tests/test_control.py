@@ -123,6 +123,7 @@ def web(
     workers: int = 2,
     args: tuple[str, ...] = (),
     spares: int = 0,
+    env: dict[str, str] | None = None,
 ) -> tuple[Cluster, int, Path]:
     """
     A cluster of tests/apps/web.tac, once it serves (its spares ready): the
@@ -134,7 +135,7 @@ def web(
     c = cluster(
         WEB,
         workers=workers,
-        env={"PORT": str(port), "VERSION_FILE": str(versionFile)},
+        env={"PORT": str(port), "VERSION_FILE": str(versionFile), **(env or {})},
         args=[*args, "--spares", str(spares), "--restart-delay", "0.1"],
     )
     path = tmp_path / "twistd.ctl"

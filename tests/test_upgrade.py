@@ -58,8 +58,14 @@ def test_upgradeKeepsEverything(cluster: Any, tmp_path: Path, scheduling: str) -
     kept-alive connections see no failure.  The cluster then still obeys
     SIGHUP, SIGTTIN, the CLI and a worker's SIGKILL.
     """
+    deaths = tmp_path / "deaths.txt"
     c, port, path = web(
-        cluster, tmp_path, workers=2, spares=1, args=("--scheduling", scheduling)
+        cluster,
+        tmp_path,
+        workers=2,
+        spares=1,
+        args=("--scheduling", scheduling, "--master-hook", "hook:recordDeaths"),
+        env={"DEATHS": str(deaths), "PYTHONPATH": str(ROOT / "tests" / "apps")},
     )
     before = workerPids(path)
     descriptors = openDescriptors(c.pid)
@@ -97,8 +103,11 @@ def test_upgradeKeepsEverything(cluster: Any, tmp_path: Path, scheduling: str) -
             f"Worker {victim['id']} (pid {victim['pid']}) is dead: killed by SIGKILL"
             in c.log()
         ),
-        what="the death reported",
+        what="the death logged",
     )
+    # Node's death event, to the master hook the new image ran again.
+    waitFor(deaths.exists, what="the death event")
+    assert deaths.read_text() == f"{victim['id']} SIGKILL\n"
     waitFor(lambda: settled(path, 2, 1), what="a replacement")
     # SIGTTIN adds one, SIGHUP replaces them all.
     c.signal(signal.SIGTTIN)

@@ -50,3 +50,17 @@ def failsOnceMarked(cluster):
 
     if os.path.exists(os.environ["FAIL_MARK"]):
         raise RuntimeError("the new release's master hook fails")
+
+
+def recordDeaths(cluster):
+    """
+    Append each worker death the master reports (Node's death event) to
+    the file DEATHS names: "<id> <signal or exit code>".
+    """
+    import os
+
+    def died(worker, code, signal):
+        with open(os.environ["DEATHS"], "a") as f:
+            f.write(f"{worker.id} {signal or code}\n")
+
+    cluster.on("death", died)
