@@ -62,7 +62,7 @@ def test_workerHoldsItsQuestionsUntilResume() -> None:
         return peers[-1]
 
     reactor.peer = peer
-    master = Master(reactor, environ={})
+    master = Master(reactor, environ={})  # type: ignore[arg-type]
     got: list[object] = []
     master.on("message", lambda worker, message: got.append(message))
     worker = master.fork()
@@ -101,7 +101,7 @@ def test_quiesceWaitsForTheQuestionsOut() -> None:
         return peers[-1]
 
     reactor.peer = peer
-    master = Master(reactor, environ={})
+    master = Master(reactor, environ={})  # type: ignore[arg-type]
     order: list[str] = []
     master.on("message", lambda worker, message: order.append(f"message {message}"))
     worker = master.fork()
@@ -121,7 +121,7 @@ def test_masterAsksNothingOfAQuietChannel() -> None:
     L{Quiet}; none reaches the worker.
     """
     reactor = FakeProcessReactor()
-    master = Master(reactor, environ={})
+    master = Master(reactor, environ={})  # type: ignore[arg-type]
     worker = master.fork()
     (process,) = reactor.processes
     assert process.pump is not None and process.peer is not None
@@ -143,7 +143,7 @@ def test_masterAsksNothingOfAQuietChannel() -> None:
 
 def _running(count: int = 2) -> tuple[FakeProcessReactor, ClusterService]:
     reactor = FakeProcessReactor()
-    master = Master(reactor, environ={})
+    master = Master(reactor, environ={})  # type: ignore[arg-type]
     service = ClusterService(
         master, count, reactor, onFatal=lambda why: None, limits=Limits(spares=0)
     )
@@ -185,7 +185,7 @@ def test_upgradeRefusedUnlessSettled() -> None:
     An upgrade begins only while the cluster runs plainly.
     """
     reactor = FakeProcessReactor()
-    master = Master(reactor, environ={})
+    master = Master(reactor, environ={})  # type: ignore[arg-type]
     service = ClusterService(master, 2, reactor, onFatal=lambda why: None)
     service.startService()
     with pytest.raises(ValueError, match="starting"):
@@ -427,3 +427,63 @@ def test_inheritedPortsForTheirAddressOnly() -> None:
     assert _isOpen(health[0])
     for fd in (health[0], health[1], metrics[1], control[1]):
         os.close(fd)
+
+
+def test_anExecThatFailsSupervisesOn(tmp_path: Path) -> None:
+    """
+    If the exec itself fails, the upgrade is refused with why, the
+    workers' channels are read again and the workers ask again, the
+    keeper forked for the exec is told to go, and the cluster runs on: a
+    worker that dies is replaced.
+    """
+    import errno
+
+    from twisted.internet.error import ProcessDone
+
+    from twisted_cluster.master.upgrade import Upgrader, UpgradeRefused
+
+    reactor, service = _running()
+    reading: list[str] = []
+    held: list[int] = []
+    for process in reactor.live:
+        assert process.pump is not None
+        transport: Any = process.pump.serverIO
+        r, w = os.pipe()
+        held += [r, w]
+        # A socket's descriptor, and what the handover does to its reading.
+        transport.fileno = lambda r=r: r
+        transport.pauseProducing = lambda: reading.append("paused")
+        transport.resumeProducing = lambda: reading.append("resumed")
+    executed: list[tuple[str, list[str]]] = []
+
+    def execve(path: str, argv: list[str], env: dict[str, str]) -> None:
+        executed.append((path, list(argv)))
+        raise OSError(errno.ENOENT, "No such file or directory")
+
+    image = Image("/no/python", ("/no/python", "twistd"), {}, str(tmp_path), (), None)
+    upgrader = Upgrader(service, reactor, image, execve=execve)
+    workers = list(reactor.live)
+    outcome = _answered(upgrader.upgrade())
+    check = reactor.processes[-1]
+    assert check.argv[1:3] == ["-m", "twisted_cluster.master.precheck"]
+    check.proto.processEnded(Failure(ProcessDone(0)))
+    for process in workers:
+        assert process.pump is not None
+        process.pump.flush()
+    (result,) = outcome
+    assert isinstance(result, Failure) and result.check(UpgradeRefused)
+    assert "cannot execute /no/python: [Errno 2]" in str(result.value)
+    try:
+        assert executed == [("/no/python", ["/no/python", "twistd"])]
+        assert service.state is State.running
+        for process in workers:
+            assert process.pump is not None and process.peer is not None
+            process.pump.flush()
+            assert process.peer.received[-2:] == ["Quiesce", "Resume"]
+        assert reading == ["paused", "paused", "resumed", "resumed"]
+        workers[0].exit(signal="SIGKILL")
+        reactor.advance(5)
+        assert len([p for p in reactor.live if p is not check]) == 2
+    finally:
+        for fd in held:
+            os.close(fd)

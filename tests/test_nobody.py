@@ -241,3 +241,34 @@ def test_unreadableApp(nobodyPython: Path, nobodyWorkdir: Path) -> None:
     assert process.stderr.decode().strip().splitlines() == [
         f"twistd cluster: --app {app}: Permission denied (see --help)"
     ]
+
+
+def test_upgradeAfterDroppingPrivileges(
+    nobodyPython: Path, nobodyWorkdir: Path
+) -> None:
+    """
+    A master that bound a port below 1024 as root and runs as C{nobody}
+    upgrades in place: the new image, C{nobody} from the start, could not
+    bind that port, and serves on it all the same, with the same workers,
+    as C{nobody}; the control socket stays C{nobody}'s alone.
+    """
+    from .test_control import ok, status
+
+    port = lowPort()
+    bind = f"tcp:{port}:interface=127.0.0.1"
+    process, log, err = startAsNobody(
+        nobodyPython, nobodyWorkdir, "file", port, ["--bind", bind]
+    )
+    try:
+        servesAsNobody(process, log, err, port)
+        control = nobodyWorkdir / "twistd.ctl"
+        workers = set(childrenOf(process.pid))
+        done = ok(control, "upgrade", timeout=60)
+        assert "generation 1" in done
+        assert status(control)["master"]["generation"] == 1
+        assert set(childrenOf(process.pid)) == workers
+        servesAsNobody(process, log, err, port)
+        mode = control.stat()
+        assert mode.st_uid == nobodyIds()[0] and stat.S_IMODE(mode.st_mode) == 0o600
+    finally:
+        killTree(process)

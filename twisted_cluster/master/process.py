@@ -444,12 +444,16 @@ class Worker(EventEmitter):
         Talk again after L{quiesce} (the upgrade did not happen, or this is
         the new image): the worker asks what it held back.
         """
-        if self._channel is None:
+        channel = self._channel
+        if channel is None:
             return succeed(None)
-        self._channel.quiet = False
+        channel.quiet = False
+        transport: Any = channel.transport
+        if transport is not None:
+            transport.resumeProducing()  # L{handover} paused it.
         if self._output is not None:
             self._output.resume()
-        d: Deferred[None] = self._channel.callRemote(Resume)
+        d: Deferred[None] = channel.callRemote(Resume)
         return d.addCallback(lambda _: None)
 
     def handover(self) -> dict[str, Any]:
@@ -463,7 +467,7 @@ class Worker(EventEmitter):
             raise ConnectionError(f"worker {self.id} is not connected")
         # Nothing arrives now (the worker holds its questions): what is
         # unread stays in the socket for the next image.
-        transport.stopReading()
+        transport.pauseProducing()
         output: dict[int, int] = {}
         if self._output is not None:
             self._output.pause()
