@@ -91,6 +91,7 @@ def test_upgradeKeepsEverything(cluster: Any, tmp_path: Path, scheduling: str) -
     document = status(path)
     assert document["master"]["pid"] == c.pid
     assert document["master"]["generation"] == 2
+    assert "; master upgraded in place 2 times" in ok(path, "status")
     log = c.log()
     assert log.count("Took over 3 workers from the previous master image") == 2
     assert "Upgraded in place: generation 2" in log

@@ -61,9 +61,15 @@ def formatStatus(status: dict[str, Any], out: TextIO) -> None:
         line = "  ".join(cell.ljust(width) for cell, width in cells)
         out.write(line.rstrip() + "\n")
     serving = sum(1 for w in status["workers"] if w["state"] == "serving")
+    upgrades = m.get("generation", 0)
+    upgraded = (
+        f"; master upgraded in place {upgrades} time{'' if upgrades == 1 else 's'}"
+        if upgrades
+        else ""
+    )
     out.write(
         f"\ncluster {status['state']}: {serving} of {status['count']} workers "
-        f"serving ({status['scheduling']})\n"
+        f"serving ({status['scheduling']}){upgraded}\n"
     )
 
 

@@ -438,7 +438,7 @@ class Upgrader:
             self._execve(
                 image.executable, image.argv, {**image.environ, HANDOVER_ENV: str(fd)}
             )
-        except OSError as e:
+        except Exception as e:
             os.chdir(here)
             for descriptor in descriptors:
                 os.set_inheritable(descriptor, False)
