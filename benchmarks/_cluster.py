@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).parent / "twistd")
 APP = ROOT / "examples" / "server.tac"
+
+
+def answers(port: int, timeout: float = 20.0) -> None:
+    """
+    Return once something accepts connections on C{port} (at most
+    C{timeout} seconds).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing answered on port {port} in {timeout:g}s")
 
 
 def freePort() -> int:

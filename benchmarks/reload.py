@@ -17,16 +17,14 @@ import argparse
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
-from _cluster import exampleCluster, freePort
+from _cluster import answers, exampleCluster, freePort
 
 
 def wrk(port: int) -> tuple[int, int]:
@@ -62,13 +60,7 @@ def main() -> None:
         tempfile.TemporaryDirectory() as tmp,
         exampleCluster(port, options.workers, tmp) as master,
     ):
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        answers(port)
         step = options.seconds // (options.reloads + 1)
         reloadAt = [step * (n + 1) for n in range(options.reloads)]
         seconds = []

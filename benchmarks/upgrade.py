@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from _cluster import exampleCluster, freePort
+from _cluster import answers, exampleCluster, freePort
 from reload import wrk
 
 CLI = [sys.executable, "-m", "twisted_cluster"]
@@ -58,13 +57,7 @@ def main() -> None:
             args=("--spares", "0", "--scheduling", options.scheduling),
         ) as master,
     ):
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        answers(port)
         time.sleep(1)  # every worker up, not only the first
         control = str(Path(tmp) / "twistd.ctl")
         workersBefore = children(master.pid)

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from automat import NoTransition
-from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
 from twisted_cluster.commands import Message, Online, Ready
@@ -34,8 +33,24 @@ from twisted_cluster.worker.channel import ThisWorker, WorkerChannel
 from .fakes import FakeProcessReactor
 
 
-def _realWorkerEnds(reactor: MemoryReactorClock) -> Any:
-    return lambda: WorkerChannel(ThisWorker(reactor, 1))
+def _withAWorker() -> tuple[Master, Any, Any, WorkerChannel]:
+    """
+    A master on fakes with one worker whose end of the channel is the real
+    L{WorkerChannel}: the master, the worker, its fake process, its end.
+    """
+    reactor = FakeProcessReactor()
+    ends: list[WorkerChannel] = []
+
+    def end() -> WorkerChannel:
+        ends.append(WorkerChannel(ThisWorker(reactor, 1)))
+        return ends[-1]
+
+    reactor.peer = end
+    master = Master(reactor, environ={})  # type: ignore[arg-type]
+    worker = master.fork()
+    (process,) = reactor.processes
+    assert process.pump is not None
+    return master, worker, process, ends[0]
 
 
 def _answered(d: Any) -> list[object]:
@@ -53,26 +68,13 @@ def test_workerHoldsItsQuestionsUntilResume() -> None:
     wait, in order); the master asks nothing either; after L{Resume}, the
     held questions go and are answered.
     """
-    peers: list[WorkerChannel] = []
-    reactor = FakeProcessReactor()
-    make = _realWorkerEnds(reactor)
-
-    def peer() -> WorkerChannel:
-        peers.append(make())
-        return peers[-1]
-
-    reactor.peer = peer
-    master = Master(reactor, environ={})  # type: ignore[arg-type]
+    master, worker, process, end = _withAWorker()
     got: list[object] = []
     master.on("message", lambda worker, message: got.append(message))
-    worker = master.fork()
-    (process,) = reactor.processes
-    assert process.pump is not None
     rested = _answered(worker.quiesce())
     process.pump.flush()
     assert rested == [None]
 
-    (end,) = peers
     first = _answered(end.callRemote(Message, batch=b'["one"]'))
     second = _answered(end.callRemote(Message, batch=b'["two"]'))
     process.pump.flush()
@@ -92,22 +94,9 @@ def test_quiesceWaitsForTheQuestionsOut() -> None:
     A worker answers L{Quiesce} only once the questions it had out are
     answered: the master has read everything the worker sent by then.
     """
-    peers: list[WorkerChannel] = []
-    reactor = FakeProcessReactor()
-    make = _realWorkerEnds(reactor)
-
-    def peer() -> WorkerChannel:
-        peers.append(make())
-        return peers[-1]
-
-    reactor.peer = peer
-    master = Master(reactor, environ={})  # type: ignore[arg-type]
+    master, worker, process, end = _withAWorker()
     order: list[str] = []
     master.on("message", lambda worker, message: order.append(f"message {message}"))
-    worker = master.fork()
-    (process,) = reactor.processes
-    assert process.pump is not None
-    (end,) = peers
     # Asked, but not yet on the wire when the master asks for rest.
     end.callRemote(Message, batch=b'["late"]')
     worker.quiesce().addCallback(lambda _: order.append("rested"))

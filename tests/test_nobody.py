@@ -191,15 +191,26 @@ def test_privilegedPortWithBind(nobodyPython: Path, nobodyWorkdir: Path) -> None
     With C{--bind}, a port below 1024 is bound as root and served by
     workers that, like the master, run as C{nobody}.
     """
+    process, log, err, port = startWithBind(nobodyPython, nobodyWorkdir)
+    try:
+        servesAsNobody(process, log, err, port)
+    finally:
+        killTree(process)
+
+
+def startWithBind(
+    nobodyPython: Path, nobodyWorkdir: Path
+) -> tuple[subprocess.Popen[bytes], Path, Path, int]:
+    """
+    L{startAsNobody} on a port below 1024, bound as root with C{--bind};
+    the port last.
+    """
     port = lowPort()
     bind = f"tcp:{port}:interface=127.0.0.1"
     process, log, err = startAsNobody(
         nobodyPython, nobodyWorkdir, "file", port, ["--bind", bind]
     )
-    try:
-        servesAsNobody(process, log, err, port)
-    finally:
-        killTree(process)
+    return process, log, err, port
 
 
 def test_privilegedPortWithoutBind(nobodyPython: Path, nobodyWorkdir: Path) -> None:
@@ -254,11 +265,7 @@ def test_upgradeAfterDroppingPrivileges(
     """
     from .test_control import ok, status
 
-    port = lowPort()
-    bind = f"tcp:{port}:interface=127.0.0.1"
-    process, log, err = startAsNobody(
-        nobodyPython, nobodyWorkdir, "file", port, ["--bind", bind]
-    )
+    process, log, err, port = startWithBind(nobodyPython, nobodyWorkdir)
     try:
         servesAsNobody(process, log, err, port)
         control = nobodyWorkdir / "twistd.ctl"

@@ -45,6 +45,17 @@ def generation(path: Path) -> int | None:
     return value
 
 
+def killEvery(pids: list[int]) -> None:
+    """
+    SIGKILL what a test started outside the C{cluster} fixture's reach.
+    """
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def workerPids(path: Path) -> set[int]:
     return {w["pid"] for w in status(path)["workers"]}
 
@@ -235,11 +246,7 @@ def test_upgradeADaemon(tmp_path: Path) -> None:
         waitFor(lambda: not processExists(pid), what="the master to exit")
         waitFor(lambda: not pidfile.exists(), what="the pid file removed")
     finally:
-        for victim in [pid, *childrenOf(pid)]:
-            try:
-                os.kill(victim, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        killEvery([pid, *childrenOf(pid)])
 
 
 @pytest.mark.timeout(60)
@@ -322,11 +329,7 @@ def test_aNewImageThatDiesLosesNoWorker(cluster: Any, tmp_path: Path) -> None:
             what="the workers to go with the keeper",
         )
     finally:
-        for pid in [*keepers, *workers]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        killEvery([*keepers, *workers])
 
 
 @pytest.mark.timeout(90)

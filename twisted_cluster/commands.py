@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.defer import FirstError
+from twisted.internet.defer import Deferred, FirstError, succeed
 from twisted.internet.error import ConnectionClosed, ConnectionLost
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols import amp
@@ -320,6 +320,35 @@ class Channel(amp.AMP):
         super().__init__()
         self._boxBytes = 0
         self.broken: str | None = None
+        # The questions out, and who waits for their answers (L{whenAnswered}).
+        self._asking = 0
+        self._answering: list[Deferred[None]] = []
+
+    def callRemote(self, commandType: Any, *a: Any, **kw: Any) -> Any:
+        asked = super().callRemote(commandType, *a, **kw)
+        if asked is not None:
+            self._asking += 1
+            asked.addBoth(self._answered)
+        return asked
+
+    def _answered(self, result: object) -> object:
+        self._asking -= 1
+        if not self._asking:
+            waiting, self._answering = self._answering, []
+            for d in waiting:
+                d.callback(None)
+        return result
+
+    def whenAnswered(self) -> Deferred[None]:
+        """
+        Fires once every question asked so far has its answer (or failed):
+        then nothing this side asked is in flight.
+        """
+        if not self._asking:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._answering.append(d)
+        return d
 
     def makeConnection(self, transport: Any) -> None:
         amp.BinaryBoxProtocol.makeConnection(self, transport)

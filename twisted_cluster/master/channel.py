@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import fail, maybeDeferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
 from twisted.protocols import amp
@@ -60,37 +60,13 @@ class MasterChannel(Channel):
         super().__init__()
         self._worker = worker
         self.quiet = False
-        self._asking = 0
-        self._idle: list[Deferred[None]] = []
 
     def callRemote(self, commandType: Any, *a: Any, **kw: Any) -> Any:
         if self.quiet:
             return fail(
                 Quiet(f"not asking {commandType.__name__}: the master is upgrading")
             )
-        asked = super().callRemote(commandType, *a, **kw)
-        if asked is not None:
-            self._asking += 1
-            asked.addBoth(self._answered)
-        return asked
-
-    def _answered(self, result: object) -> object:
-        self._asking -= 1
-        if not self._asking:
-            waiting, self._idle = self._idle, []
-            for d in waiting:
-                d.callback(None)
-        return result
-
-    def whenAnswered(self) -> Deferred[None]:
-        """
-        Fires once every question asked so far has its answer.
-        """
-        if not self._asking:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._idle.append(d)
-        return d
+        return super().callRemote(commandType, *a, **kw)
 
     def connectionMade(self) -> None:
         # While the worker leaves what we write unread, read nothing of it

@@ -70,13 +70,9 @@ class WorkerChannel(Channel):
         self._worker = worker
         self._held: list[amp.AmpBox] | None = None
         self._receiving = False
-        # While the master replaces its code: the questions not yet asked,
-        # and who waits for those out to be answered.
-        self._asking = 0
-        self._holding: list[tuple[type[amp.Command], dict[str, Any], Deferred[Any]]]
-        self._holding = []
+        # While the master replaces its code, the questions not yet asked.
         self._quiet = False
-        self._quieted: list[Deferred[None]] = []
+        self._holding: list[tuple[Any, dict[str, Any], Deferred[Any]]] = []
 
     def dataReceived(self, data: bytes) -> None:
         self._receiving = True
@@ -117,28 +113,12 @@ class WorkerChannel(Channel):
             d: Deferred[Any] = Deferred()
             self._holding.append((commandType, kw, d))
             return d if commandType.requiresAnswer else None
-        asked = super().callRemote(commandType, *a, **kw)
-        if asked is not None:
-            self._asking += 1
-            asked.addBoth(self._answered)
-        return asked
-
-    def _answered(self, result: object) -> object:
-        self._asking -= 1
-        if not self._asking:
-            waiting, self._quieted = self._quieted, []
-            for d in waiting:
-                d.callback(None)
-        return result
+        return super().callRemote(commandType, *a, **kw)
 
     @Quiesce.responder
-    def quiesce(self) -> Deferred[dict[str, Any]] | dict[str, Any]:
+    def quiesce(self) -> Deferred[dict[str, Any]]:
         self._quiet = True
-        if not self._asking:
-            return {}
-        answered: Deferred[None] = Deferred()
-        self._quieted.append(answered)
-        return answered.addCallback(lambda _: {})
+        return self.whenAnswered().addCallback(lambda _: {})
 
     @Resume.responder
     def resume(self) -> dict[str, Any]:
