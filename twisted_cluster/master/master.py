@@ -297,10 +297,10 @@ class Master(EventEmitter):
             "workers": [w.handover() for w in self.workers.values()],
         }
 
-    def inherit(self, handed: Mapping[str, Any]) -> list[Worker]:
+    def inheritSockets(self, handed: Mapping[str, Any]) -> None:
         """
-        Take on the sockets and workers the previous image handed over
-        (L{handover}); the workers, quiet until told to L{Worker.resume}.
+        Take on the sockets the previous image handed over (L{handover}):
+        before twistd's privileged start, which would bind them again.
         """
         self._lastId = int(handed["lastId"])
         self.listeners.inherit(handed["listeners"])
@@ -308,6 +308,12 @@ class Master(EventEmitter):
             None if r is None else ListenRequest.fromBytes(json.dumps(r).encode())
             for r in handed["activated"]
         ]
+
+    def inheritWorkers(self, handed: Mapping[str, Any]) -> list[Worker]:
+        """
+        Take on the workers the previous image handed over (L{handover},
+        after L{inheritSockets}); quiet until told to L{Worker.resume}.
+        """
         workers = []
         for body in handed["workers"]:
             worker = Worker(

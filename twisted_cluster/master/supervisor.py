@@ -414,8 +414,11 @@ class ClusterService(Service):
     def inherit(self, handed: Mapping[str, Any]) -> None:
         """
         Supervise, from L{startService} on, what the previous image handed
-        over (L{handover}) instead of starting workers.
+        over (L{handover}) instead of starting workers; its sockets at once,
+        so that L{privilegedStartService} binds none again (it may no longer
+        bind a port below 1024).
         """
+        self.master.inheritSockets(handed["master"])
         self._handed = handed
 
     def _takeOver(self, handed: Mapping[str, Any]) -> None:
@@ -424,7 +427,7 @@ class ClusterService(Service):
         self.startedAt = float(handed["startedAt"])
         self.generation = int(handed["generation"])
         self.reloads.update(handed["reloads"])
-        workers = self.master.inherit(handed["master"])
+        workers = self.master.inheritWorkers(handed["master"])
         self.roster.inherit(handed["roster"], {w.id: w for w in workers})
         self._everUp = True
         self._enter(State.running)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
@@ -298,13 +298,11 @@ class Upgrader:
         the new image); it fails with L{UpgradeRefused}, saying why, if this
         image supervises on.
         """
-        d: Deferred[None] = Deferred()
-        if self._busy:
-            d.errback(UpgradeRefused("an upgrade is already under way"))
-            return d
-        if not self._service.settled():
-            d.errback(UpgradeRefused(self._unsettled()))
-            return d
+        if self._busy or not self._service.settled():
+            why = "an upgrade is already under way" if self._busy else self._unsettled()
+            # One line, for SIGUSR2 too, which has no one to answer.
+            self._log.error("Not upgrading: {why}", why=why)
+            return fail(UpgradeRefused(why))
         self._busy = True
         began = self._reactor.seconds()
         self._log.info("Upgrading the master in place: checking the new code")
@@ -370,17 +368,17 @@ class Upgrader:
         )
         done: Deferred[None] = Deferred()
 
-        def fail(why: str) -> None:
+        def refuse(why: str) -> None:
             if not done.called:
                 done.errback(UpgradeRefused(why))
 
         def died(worker: object, *_: object) -> None:
-            fail(f"worker {getattr(worker, 'id', '?')} died during the upgrade")
+            refuse(f"worker {getattr(worker, 'id', '?')} died during the upgrade")
 
         service.master.on("death", died)
         timer = self._reactor.callLater(
             QUIESCE_TIMEOUT,
-            fail,
+            refuse,
             f"the workers' channels did not come to rest in {QUIESCE_TIMEOUT:g}s",
         )
         quiet = gatherResults([w.quiesce() for w in workers], consumeErrors=True)
@@ -391,7 +389,7 @@ class Upgrader:
 
         quiet.addCallbacks(
             rested,
-            lambda f: fail(f"a worker's channel did not come to rest: {f.value}"),
+            lambda f: refuse(f"a worker's channel did not come to rest: {f.value}"),
         )
 
         def cleanUp(result: object) -> object:
