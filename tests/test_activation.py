@@ -7,6 +7,7 @@ socket for its address; every worker serves through exactly that socket.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -99,15 +100,39 @@ def test_workersServeTheActivatedSocket(tmp_path: Path, app: str) -> None:
         waitFor(bothServe, what="both workers to serve")
         assert set(childrenOf(master.pid)) == pids
         for pid in pids:
-            held = [
-                _inode(pid, int(n))
-                for n in os.listdir(f"/proc/{pid}/fd")
-                if _inode(pid, int(n)).startswith("socket:")
-            ]
-            assert mine in held
+            assert mine in _sockets(pid)
         # No socket of its own: the one passed is the only one listening.
         assert _listening(port) == 1
         assert "(activated)" in (tmp_path / "log").read_text()
+
+        # Upgraded in place, the master still shares the socket passed, and
+        # a replacement the new image forks serves through it too.
+        from .test_control import ok
+
+        ok(tmp_path / "twistd.ctl", "upgrade", timeout=60)
+        assert mine in _sockets(master.pid)
+        os.kill(min(pids), signal.SIGKILL)
+        fresh: set[int] = set()
+
+        def replacementServes() -> bool:
+            fresh.add(int(get(port, timeout=5).split()[1]))
+            return bool(fresh - pids)
+
+        waitFor(replacementServes, what="the replacement to serve")
+        (replacement,) = fresh - pids
+        assert mine in _sockets(replacement)
+        assert _listening(port) == 1
     finally:
         killTree(master)
         sock.close()
+
+
+def _sockets(pid: int) -> list[str]:
+    """
+    The sockets process C{pid} holds, by inode.
+    """
+    return [
+        _inode(pid, int(n))
+        for n in os.listdir(f"/proc/{pid}/fd")
+        if _inode(pid, int(n)).startswith("socket:")
+    ]

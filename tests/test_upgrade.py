@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -29,7 +30,10 @@ from .support import (
     get,
     openDescriptors,
     processExists,
+    udpWorkersAnswering,
+    unix,
     waitFor,
+    workersAnswering,
 )
 from .test_control import ctl, ok, oneLine, settled, status, web
 
@@ -380,3 +384,51 @@ def test_theMastersOwnPagesAnswerThroughAnUpgrade(cluster: Any, tmp_path: Path) 
     ok(path, "stop")
     assert c.wait() == 0
     assert not path.exists()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("style", ["UNIXServer-wantPID", "UDPServer"])
+def test_upgradeKeepsUNIXAndUDPSockets(
+    cluster: Any, tmp_path: Path, style: str
+) -> None:
+    """
+    A UNIX socket with its pid lock file, and a UDP socket, are the same
+    after an upgrade: served by the same workers, then by a replacement the
+    new image forks; the lock still names the master, and at the stop the
+    socket file and the lock go.
+    """
+    path = str(tmp_path / "app.sock")
+    udp = freePort(socket.SOCK_DGRAM)
+    env = {"LISTEN_STYLE": style, "LISTEN_PATH": path, "LISTEN_PORT": str(udp)}
+    c = cluster(WEB.parent / "listen.tac", workers=2, env=env)
+    answering = (
+        (lambda: udpWorkersAnswering(udp, 2))
+        if style == "UDPServer"
+        else (lambda: workersAnswering(unix(path), 2))
+    )
+    control = tmp_path / "twistd.ctl"
+    waitFor(lambda: settled(control, 2), what="two workers")
+    answering()
+    before = workerPids(control)
+    ok(control, "upgrade", timeout=60)
+    assert generation(control) == 1
+    assert set(answering()) == {str(w["id"]) for w in status(control)["workers"]}
+    assert workerPids(control) == before
+    if style != "UDPServer":
+        assert os.readlink(path + ".lock") == str(c.pid)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    waitFor(
+        lambda: (
+            (s := settled(control, 2)) is not None
+            and victim not in {w["pid"] for w in s["workers"]}
+        ),
+        what="a replacement",
+    )
+    answering()
+    ok(control, "stop")
+    assert c.wait() == 0
+    # Each worker stopped by itself (a UDP port once made it wait for
+    # --graceful-timeout: Twisted's UDP port ends with no reason).
+    assert "did not stop in" not in c.log() and "Traceback" not in c.log()
+    assert not os.path.exists(path) and not os.path.exists(path + ".lock")

@@ -283,7 +283,8 @@ class _Stops:
     clusterRequest: ListenRequest | None = None
     onStop: Callable[[Any], None] = staticmethod(lambda port: None)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
+        # A UDP port calls it with no reason.
         try:
             super().connectionLost(reason)  # type: ignore[misc]
         finally:
