@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import twisted_cluster
 from twisted_cluster.commands import Online, Ready
 from twisted_cluster.master.master import Master
 from twisted_cluster.master.status import Status
@@ -678,6 +679,7 @@ def test_statusRows() -> None:
         "pid": 42,
         "uptime": 15.0,
         "generation": 0,
+        "version": twisted_cluster.__version__,
         "cpu": None,
         "rss": 3000,
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+import twisted_cluster
 
 from .support import (
     ROOT,
@@ -101,12 +104,14 @@ def test_upgradeKeepsEverything(cluster: Any, tmp_path: Path, scheduling: str) -
         )
     assert fresh.failures == [] and kept.failures == []
     assert processExists(c.pid) and c.process is not None and c.process.poll() is None
-    assert workerPids(path) == before == set(childrenOf(c.pid))
+    assert workerPids(path) == before
+    # The keeper forked for the exec has gone, and its pipe with it.
+    waitFor(lambda: set(childrenOf(c.pid)) == before, what="the keeper to go")
     assert openDescriptors(c.pid) == descriptors
     document = status(path)
     assert document["master"]["pid"] == c.pid
     assert document["master"]["generation"] == 2
-    assert "; master upgraded in place 2 times" in ok(path, "status")
+    assert ", upgraded in place 2 times" in ok(path, "status")
     log = c.log()
     assert log.count("Took over 3 workers from the previous master image") == 2
     assert "Upgraded in place: generation 2" in log
@@ -432,3 +437,42 @@ def test_upgradeKeepsUNIXAndUDPSockets(
     # --graceful-timeout: Twisted's UDP port ends with no reason).
     assert "did not stop in" not in c.log() and "Traceback" not in c.log()
     assert not os.path.exists(path) and not os.path.exists(path + ".lock")
+
+
+@pytest.mark.timeout(120)
+def test_upgradeRunsTheNewCode(cluster: Any, tmp_path: Path) -> None:
+    """
+    As after C{pip install -U}: once new code is installed (a changed copy
+    of the package, first on the master's C{PYTHONPATH}), the master runs
+    it after C{upgrade} while the workers run on unchanged; a C{reload}
+    then gives them the new code too.
+    """
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    c, port, path = clusterWithPath(cluster, tmp_path, shadow)
+    before = workerPids(path)
+    assert status(path)["master"]["version"] == twisted_cluster.__version__
+    installed = shadow / "twisted_cluster"
+    shutil.copytree(
+        ROOT / "twisted_cluster",
+        installed,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    init = installed / "__init__.py"
+    init.write_text(init.read_text() + '\n__version__ = "99.0-new"\n')
+    # The workers' code, changed too: a worker that loads it says so.
+    bootstrap = installed / "worker" / "bootstrap.py"
+    bootstrap.write_text(
+        bootstrap.read_text() + '\nsys.stderr.write("new worker code\\n")\n'
+    )
+    with Load(port) as load:
+        ok(path, "upgrade", timeout=60)
+        waitFor(lambda: len(load.answers) > 20, what="answers after")
+    assert load.failures == []
+    document = status(path)
+    assert document["master"]["version"] == "99.0-new"
+    assert workerPids(path) == before
+    assert "new worker code" not in c.log()
+    ok(path, "reload", timeout=60)
+    assert not workerPids(path) & before
+    waitFor(lambda: c.log().count("new worker code") == 2, what="the new workers")

@@ -62,8 +62,8 @@ def formatStatus(status: dict[str, Any], out: TextIO) -> None:
         out.write(line.rstrip() + "\n")
     serving = sum(1 for w in status["workers"] if w["state"] == "serving")
     upgrades = m.get("generation", 0)
-    upgraded = (
-        f"; master upgraded in place {upgrades} time{'' if upgrades == 1 else 's'}"
+    upgraded = f"; master {m.get('version', '?')}" + (
+        f", upgraded in place {upgrades} time{'' if upgrades == 1 else 's'}"
         if upgrades
         else ""
     )

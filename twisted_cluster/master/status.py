@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from .. import __version__
 from .roster import Role, WorkerRecord
 from .usage import cpuSeconds, residentBytes
 
@@ -83,6 +84,7 @@ class Status:
                 "pid": self._pid,
                 "uptime": round(now - service.startedAt, 1),
                 "generation": service.generation,
+                "version": __version__,
                 "cpu": self._cpuPercent(self._pid, self._startedAt),
                 "rss": self._rssOf(self._pid),
             },

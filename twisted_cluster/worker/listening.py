@@ -303,7 +303,7 @@ class _StoppingUNIXPort(_Stops, _SharedUNIXPort):
     pass
 
 
-class _StoppingUDPPort(_Stops, udp.Port):  # type: ignore[misc]
+class _StoppingUDPPort(_Stops, udp.Port):
     pass
 
 
