@@ -476,3 +476,22 @@ def test_anExecThatFailsSupervisesOn(tmp_path: Path) -> None:
     finally:
         for fd in held:
             os.close(fd)
+
+
+def test_aLineCutByTheExecIsLoggedWhole() -> None:
+    """
+    What a worker wrote without ending the line yet, when the master
+    executed its new code, is joined to what follows in the new image.
+    """
+    from twisted_cluster.master.logs import WorkerLogRelay
+
+    seen: list[dict[str, Any]] = []
+    old = WorkerLogRelay(1, observer=seen.append)
+    old.errorsReceived(b"a whole line\nhalf of a")
+    assert [e["line"] for e in seen] == ["a whole line"]
+    # Through JSON, as in the handover document.
+    pending = json.loads(json.dumps(old.pending()))
+    new = WorkerLogRelay(1, observer=seen.append)
+    new.restore(pending)
+    new.errorsReceived(b" line\n")
+    assert [e["line"] for e in seen] == ["a whole line", "half of a line"]
