@@ -93,3 +93,30 @@ def test_noResetOnStop(cluster, tmp_path: Path, scheduling: str) -> None:
         hammer.stop()
     seen = dict(hammer.seen)
     assert set(seen) == {"ok", "refused"}, seen
+
+
+@pytest.mark.timeout(30)
+def test_stopQueueingDropsOnlyNewHandshakes() -> None:
+    """
+    Once a listening socket stops queueing, a new client's SYN goes
+    unanswered, while a connection queued before is accepted and talks.
+    """
+    from twisted_cluster.master.listeners import stopQueueing
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        address = listener.getsockname()
+        queued = socket.create_connection(address, timeout=5)
+        assert stopQueueing(listener)
+        late = socket.socket()
+        late.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            late.connect(address)
+        late.close()
+        served, _ = listener.accept()
+        with served, queued:
+            queued.sendall(b"ping")
+            assert served.recv(4) == b"ping"
+            served.sendall(b"pong")
+            assert queued.recv(4) == b"pong"

@@ -363,20 +363,32 @@ class Listeners:
 _SO_ATTACH_FILTER = 26
 """Linux's socket option for a classic BPF filter (asm-generic/socket.h)."""
 
-_DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)
-"""One BPF instruction, C{BPF_RET | BPF_K} 0: let no packet through."""
+_DROP_SYN = b"".join(
+    struct.pack("HBBI", *instruction)
+    for instruction in (
+        (0x30, 0, 0, 13),  # BPF_LD | BPF_B | BPF_ABS: the TCP flags byte
+        (0x45, 0, 1, 0x02),  # BPF_JMP | BPF_JSET | BPF_K: SYN set?
+        (0x06, 0, 0, 0),  # BPF_RET | BPF_K: drop it
+        (0x06, 0, 0, 0xFFFFFFFF),  # BPF_RET | BPF_K: let it through
+    )
+)
+"""A classic BPF program that drops every TCP segment with SYN set.  A
+listening socket's filter sees each segment from its TCP header on; the last
+ACK of a handshake under way passes, so that the connection is queued (and
+served) rather than left half-open, to be reset when the socket closes."""
 
 
 def stopQueueing(sock: socket.socket) -> bool:
     """
     Have the kernel queue no more connections on the listening TCP socket
     C{sock}, while those it queued already wait to be accepted: it drops
-    every new handshake's packets, so that a client retries its SYN and is
-    refused once the socket is closed, rather than queued and then reset.
-    Whether it could (Linux only).
+    every new SYN, so that a client retries it and is refused once the
+    socket is closed, rather than queued and then reset; a handshake under
+    way completes, and its connection waits to be accepted too.  Whether it
+    could (Linux only).
     """
-    program = ctypes.create_string_buffer(_DROP_ALL)
-    fprog = struct.pack("HL", 1, ctypes.addressof(program))
+    program = ctypes.create_string_buffer(_DROP_SYN)
+    fprog = struct.pack("HL", len(_DROP_SYN) // 8, ctypes.addressof(program))
     try:
         sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
     except OSError:
