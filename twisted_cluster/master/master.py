@@ -79,6 +79,8 @@ class Master(EventEmitter):
     @ivar environment: asked at each fork for the variables every worker
         gets over the master's own (C{--env}, C{--env-file}, which a reload
         reads again); C{fork}'s C{env} overrides them.
+    @ivar upgrading: whether the master is replacing its own code in place
+        (L{handover}): no worker takes connections from it meanwhile.
     """
 
     _log = Logger()

@@ -149,6 +149,9 @@ class ClusterService(Service):
     @ivar state: the cluster's L{State}.
     @ivar roster: the record of each worker it started.
     @ivar reloads: how many reloads were C{"done"} and C{"failed"}.
+    @ivar startedAt: when this master process first started (before any
+        upgrade in place).
+    @ivar generation: how many times it has upgraded in place.
     @ivar observers: the L{IClusterObserver}s told of its changes.
     """
 
