@@ -697,6 +697,7 @@ def test_statusRows() -> None:
         "accepted": 0,
         "messagesIn": 0,
         "messagesOut": 0,
+        "version": None,
         "heartbeatMs": None,
     }
     assert (second["id"], second["slot"], second["rss"]) == (2, 2, 2000)

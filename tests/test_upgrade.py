@@ -472,7 +472,15 @@ def test_upgradeRunsTheNewCode(cluster: Any, tmp_path: Path) -> None:
     document = status(path)
     assert document["master"]["version"] == "99.0-new"
     assert workerPids(path) == before
+    old = twisted_cluster.__version__
+    assert {w["version"] for w in document["workers"]} == {old}
+    ids = ", ".join(str(w["id"]) for w in document["workers"])
+    assert f"master 99.0-new, upgraded in place 1 time; workers {ids} on {old}" in ok(
+        path, "status"
+    )
     assert "new worker code" not in c.log()
     ok(path, "reload", timeout=60)
     assert not workerPids(path) & before
     waitFor(lambda: c.log().count("new worker code") == 2, what="the new workers")
+    assert {w["version"] for w in status(path)["workers"]} == {"99.0-new"}
+    assert " on " not in ok(path, "status").splitlines()[-1]

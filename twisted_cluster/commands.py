@@ -145,10 +145,11 @@ class Unlisten(amp.Command):
 
 class Online(amp.Command):
     """
-    Worker to master: I am running (sent as soon as the channel is up).
+    Worker to master: I am running (sent as soon as the channel is up), the
+    twisted-cluster C{version} I loaded.
     """
 
-    arguments = []
+    arguments = [(b"version", amp.Unicode(optional=True))]
     response = []
 
 

@@ -67,6 +67,15 @@ def formatStatus(status: dict[str, Any], out: TextIO) -> None:
         if upgrades
         else ""
     )
+    others: dict[str, list[str]] = {}
+    for w in status["workers"]:
+        if w.get("version") and w["version"] != m.get("version"):
+            others.setdefault(w["version"], []).append(str(w["id"]))
+    for version, ids in sorted(others.items()):
+        # After an upgrade in place, say: a reload rolls them onto the new.
+        upgraded += (
+            f"; worker{'s' if len(ids) > 1 else ''} {', '.join(ids)} on {version}"
+        )
     out.write(
         f"\ncluster {status['state']}: {serving} of {status['count']} workers "
         f"serving ({status['scheduling']}){upgraded}\n"

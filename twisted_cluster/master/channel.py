@@ -117,8 +117,8 @@ class MasterChannel(Channel):
     # The commands
 
     @Online.responder
-    def online(self) -> dict[str, Any]:
-        self._worker._online()
+    def online(self, version: str | None = None) -> dict[str, Any]:
+        self._worker._online(None if version is None else version[:64])
         return {}
 
     @Ready.responder

@@ -149,6 +149,7 @@ class Worker(EventEmitter):
         are open, as far as the master knows.
     @ivar messagesIn: how many messages it sent the master.
     @ivar messagesOut: how many messages the master sent it.
+    @ivar version: the twisted-cluster version it loaded, as it said.
     @ivar brokeRules: how it broke the channel's rules, if it did (it was
         killed for it).
     """
@@ -173,6 +174,7 @@ class Worker(EventEmitter):
         self.openConnections = 0
         self.messagesIn = 0
         self.messagesOut = 0
+        self.version: str | None = None
         self.process: IProcessTransport | None = None
         self._pid: int | None = None
         self.exitCode: int | None = None
@@ -481,6 +483,7 @@ class Worker(EventEmitter):
             "openConnections": self.openConnections,
             "messagesIn": self.messagesIn,
             "messagesOut": self.messagesOut,
+            "version": self.version,
             "listens": [json.loads(r.toBytes()) for r in self._listens.values()],
             "handed": sorted(self._handed),
             "channel": transport.fileno(),
@@ -501,6 +504,8 @@ class Worker(EventEmitter):
         self.openConnections = int(handed["openConnections"])
         self.messagesIn = int(handed["messagesIn"])
         self.messagesOut = int(handed["messagesOut"])
+        version = handed.get("version")
+        self.version = None if version is None else str(version)
         for body in handed["listens"]:
             request = ListenRequest.fromBytes(json.dumps(body).encode())
             self._listens[request.key] = request
@@ -549,7 +554,8 @@ class Worker(EventEmitter):
 
     # What the channel and the process protocol report
 
-    def _online(self) -> None:
+    def _online(self, version: str | None = None) -> None:
+        self.version = version
         self._lifecycle.online()
 
     def _ready(self) -> None:

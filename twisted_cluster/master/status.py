@@ -119,5 +119,6 @@ class Status:
             "accepted": record.figures.accepted,
             "messagesIn": worker.messagesIn,
             "messagesOut": worker.messagesOut,
+            "version": worker.version,
             "heartbeatMs": None if trip is None else round(trip * 1000, 2),
         }

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from .. import __version__
 from ..commands import (
     CHANNEL_FD,
     LIFELINE_FD,
@@ -303,7 +304,7 @@ class ThisWorker(EventEmitter):
         # app's choice but this worker's end.
         self._reactor.addSystemEventTrigger("before", "shutdown", self._leaving)
         watchLifeline(self._reactor, LIFELINE_FD)
-        self._channel.callRemote(Online).addErrback(self._unheard)
+        self._channel.callRemote(Online, version=__version__).addErrback(self._unheard)
         # By then the app (a .tac, or the script that imported us) is loaded.
         freezeOnceServing(self._reactor, after=0.2)
 
