@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 HERE = Path(__file__).parent
 APPS = HERE / "apps"
@@ -512,10 +512,12 @@ def webCluster(
     workers: int = 2,
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    **kw: Any,
 ) -> tuple[Cluster, int]:
     """
     Start a cluster of tests/apps/web.tac, version "v1", with the C{cluster}
-    fixture; the cluster and its port.
+    fixture (C{kw} for L{Cluster}'s other arguments); the cluster and its
+    port.
     """
     port = freePort()
     version = tmp / "version.txt"
@@ -525,5 +527,6 @@ def webCluster(
         workers=workers,
         env={"PORT": str(port), "VERSION_FILE": str(version), **(env or {})},
         args=list(args),
+        **kw,
     )
     return started, port

@@ -130,14 +130,12 @@ def web(
     A cluster of tests/apps/web.tac, once it serves (its spares ready): the
     cluster, its port, its control socket.
     """
-    port = freePort()
-    versionFile = tmp_path / "version.txt"
-    versionFile.write_text("v1")
-    c = cluster(
-        WEB,
-        workers=workers,
-        env={"PORT": str(port), "VERSION_FILE": str(versionFile), **(env or {})},
-        args=[*args, "--spares", str(spares), "--restart-delay", "0.1"],
+    c, port = webCluster(
+        cluster,
+        tmp_path,
+        workers,
+        [*args, "--spares", str(spares), "--restart-delay", "0.1"],
+        env,
     )
     path = tmp_path / "twistd.ctl"
     waitFor(path.exists, what="the control socket")

@@ -19,6 +19,7 @@ from twisted.internet import reactor as globalReactor
 
 from twisted_cluster.worker.listening import _RoundRobinPort
 
+from . import support
 from .support import (
     APPS,
     KeepAlive,
@@ -33,16 +34,10 @@ WEB = APPS / "web.tac"
 
 
 def webCluster(cluster, tmp_path: Path, workers: int = 2, args=(), env=None, **kw):
-    port = freePort()
-    versionFile = tmp_path / "version.txt"
-    versionFile.write_text("v1")
-    c = cluster(
-        WEB,
-        workers=workers,
-        env={"PORT": str(port), "VERSION_FILE": str(versionFile), **(env or {})},
-        args=list(args),
-        **kw,
-    )
+    """
+    L{support.webCluster}, once its workers listen.
+    """
+    c, port = support.webCluster(cluster, tmp_path, workers, args, env, **kw)
     waitFor(
         lambda: "Reload done" in c.log() or c.log().count("is listening on") >= workers,
         what="workers listening",

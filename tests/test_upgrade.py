@@ -36,6 +36,7 @@ from .support import (
     udpWorkersAnswering,
     unix,
     waitFor,
+    webCluster,
     workersAnswering,
 )
 from .test_control import ctl, ok, oneLine, settled, status, web
@@ -265,16 +266,10 @@ def test_upgradeWithAPidFile(cluster: Any, tmp_path: Path) -> None:
     through an upgrade, the control socket stays beside it, and the pid
     file goes when the master stops.
     """
-    port = freePort()
-    version = tmp_path / "version.txt"
-    version.write_text("v1")
     pidfile = tmp_path / "run" / "master.pid"
     pidfile.parent.mkdir()
-    c = cluster(
-        WEB,
-        workers=1,
-        env={"PORT": str(port), "VERSION_FILE": str(version)},
-        twistd=["-n", f"--pidfile={pidfile}"],
+    c, port = webCluster(
+        cluster, tmp_path, workers=1, twistd=["-n", f"--pidfile={pidfile}"]
     )
     path = pidfile.parent / "twistd.ctl"
     waitFor(lambda: settled(path, 1), what="one worker")
@@ -295,19 +290,11 @@ def test_aNewImageThatDiesLosesNoWorker(cluster: Any, tmp_path: Path) -> None:
     on, and the keeper says in one line what to do; SIGTERM to the keeper
     then lets them go.
     """
-    port = freePort()
-    version = tmp_path / "version.txt"
-    version.write_text("v1")
     mark = tmp_path / "broken-release"
-    c = cluster(
-        WEB,
-        workers=2,
-        env={
-            "PORT": str(port),
-            "VERSION_FILE": str(version),
-            "FAIL_MARK": str(mark),
-            "PYTHONPATH": str(ROOT / "tests" / "apps"),
-        },
+    c, port = webCluster(
+        cluster,
+        tmp_path,
+        env={"FAIL_MARK": str(mark), "PYTHONPATH": str(ROOT / "tests" / "apps")},
         args=["--master-hook", "hook:failsOnceMarked"],
     )
     path = tmp_path / "twistd.ctl"

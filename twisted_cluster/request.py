@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 KINDS = ("tcp", "udp", "unix")
 """The kinds of socket an app may listen on."""
@@ -60,11 +61,17 @@ class ListenRequest:
         host = self.interface or "all interfaces"
         return f"{self.kind.upper()} port {self.port} on {host}"
 
+    def toJSON(self) -> dict[str, Any]:
+        """
+        The request as a JSON value (an object of its fields).
+        """
+        return asdict(self)
+
     def toBytes(self) -> bytes:
         """
         The request as JSON, for the channel.
         """
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return json.dumps(self.toJSON(), separators=(",", ":")).encode()
 
     @classmethod
     def fromBytes(cls, data: bytes) -> ListenRequest:
@@ -73,7 +80,15 @@ class ListenRequest:
 
         @raise ValueError: if C{data} is not one, field by field.
         """
-        values = json.loads(data)
+        return cls.fromJSON(json.loads(data))
+
+    @classmethod
+    def fromJSON(cls, values: object) -> ListenRequest:
+        """
+        The request L{toJSON} gave.
+
+        @raise ValueError: if C{values} is not one, field by field.
+        """
         if not isinstance(values, dict) or set(values) != {f.name for f in _FIELDS}:
             raise ValueError("a listen request has exactly the fields of one")
         for field in _FIELDS:

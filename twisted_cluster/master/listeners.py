@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
 import socket
 import stat
@@ -315,13 +314,13 @@ class Listeners:
         return {
             "sockets": [
                 {
-                    "request": json.loads(self._requests[key[:-1]].toBytes()),
+                    "request": self._requests[key[:-1]].toJSON(),
                     "slot": key[-1],
                     "descriptor": sock.fileno(),
                 }
                 for key, sock in self._sockets.items()
             ],
-            "bound": [json.loads(self._requests[k].toBytes()) for k in self._bound],
+            "bound": [self._requests[k].toJSON() for k in self._bound],
             "paths": list(self._paths),
             "locks": list(self._locks),
             "slots": sorted(self.slotNumbers),
@@ -332,12 +331,12 @@ class Listeners:
         Share the sockets the master's previous image described (L{handover}).
         """
         for entry in handed["sockets"]:
-            request = _request(entry["request"])
+            request = ListenRequest.fromJSON(entry["request"])
             sock = socket.socket(fileno=int(entry["descriptor"]))
             sock.set_inheritable(False)
             self._sockets[(*request.key, int(entry["slot"]))] = sock
             self._requests.setdefault(request.key, request)
-        self._bound.update(_request(body).key for body in handed["bound"])
+        self._bound.update(ListenRequest.fromJSON(body).key for body in handed["bound"])
         self._paths.extend(handed["paths"])
         for path in handed["locks"]:
             # Ours already: the lock file names this process, which it still is.
@@ -394,10 +393,6 @@ def stopQueueing(sock: socket.socket) -> bool:
     except OSError:
         return False
     return True
-
-
-def _request(body: object) -> ListenRequest:
-    return ListenRequest.fromBytes(json.dumps(body).encode())
 
 
 def _removeSocketFile(path: str) -> None:

@@ -189,7 +189,7 @@ class Master(EventEmitter):
         }
         if self.activated:
             environ[ACTIVATED_ENV] = json.dumps(
-                [None if r is None else json.loads(r.toBytes()) for r in self.activated]
+                [None if r is None else r.toJSON() for r in self.activated]
             )
         environ.pop(REPORT_FD_ENV, None)
         worker.spawn(
@@ -293,9 +293,7 @@ class Master(EventEmitter):
         return {
             "lastId": self._lastId,
             "listeners": self.listeners.handover(),
-            "activated": [
-                None if r is None else json.loads(r.toBytes()) for r in self.activated
-            ],
+            "activated": [None if r is None else r.toJSON() for r in self.activated],
             "workers": [w.handover() for w in self.workers.values()],
         }
 
@@ -307,7 +305,7 @@ class Master(EventEmitter):
         self._lastId = int(handed["lastId"])
         self.listeners.inherit(handed["listeners"])
         self.activated = [
-            None if r is None else ListenRequest.fromBytes(json.dumps(r).encode())
+            None if r is None else ListenRequest.fromJSON(r)
             for r in handed["activated"]
         ]
 
@@ -332,10 +330,7 @@ class Master(EventEmitter):
         # descriptors, are the same numbers in this image).
         for worker in workers:
             for request in worker.requests():
-                slot = worker.slots[0]
-                if not self.listeners.perSlot(request):
-                    slot = 0
-                sock = self.listeners.socketFor(request, slot)
+                sock = self.listeners.socketFor(request, worker.slots[0])
                 self.scheduling.listening(worker, request, sock)
         return workers
 

@@ -4,7 +4,6 @@ One worker, seen from the master: its process, its channel and its handle.
 
 from __future__ import annotations
 
-import json
 import os
 import signal as signals
 import socket
@@ -381,9 +380,9 @@ class Worker(EventEmitter):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # Pipes of our own, not Twisted's "r": an upgrade hands them on.
         pipes = {fd: os.pipe() for fd in (1, 2)} if relayOutput else {}
-        output: dict[int, int | str] = {fd: w for fd, (r, w) in pipes.items()}
-        if not relayOutput:
-            output = {1: 1, 2: 2}
+        output: dict[int, int | str] = (
+            {fd: w for fd, (_, w) in pipes.items()} if relayOutput else {1: 1, 2: 2}
+        )
         lifelineRead, self._lifeline = os.pipe()
         devnull = os.open(os.devnull, os.O_RDONLY)
         protocol = WorkerProcessProtocol(self)
@@ -400,11 +399,7 @@ class Worker(EventEmitter):
                     LIFELINE_FD: lifelineRead,
                 },
             )
-            channel = MasterChannel(self)
-            channel.maxBox = boxLimit(self._maxMessage)
-            reactor.adoptStreamConnection(  # type: ignore[attr-defined]
-                ours.fileno(), socket.AF_UNIX, ChannelFactory(channel)
-            )
+            channel = self._adoptChannel(reactor, ours.fileno())
         except BaseException:
             os.close(self._lifeline)
             self._lifeline = None
@@ -484,7 +479,7 @@ class Worker(EventEmitter):
             "messagesIn": self.messagesIn,
             "messagesOut": self.messagesOut,
             "version": self.version,
-            "listens": [json.loads(r.toBytes()) for r in self._listens.values()],
+            "listens": [r.toJSON() for r in self._listens.values()],
             "handed": sorted(self._handed),
             "channel": transport.fileno(),
             "descriptorsSent": descriptorsSent(channel),
@@ -507,7 +502,7 @@ class Worker(EventEmitter):
         version = handed.get("version")
         self.version = None if version is None else str(version)
         for body in handed["listens"]:
-            request = ListenRequest.fromBytes(json.dumps(body).encode())
+            request = ListenRequest.fromJSON(body)
             self._listens[request.key] = request
         self._handed = {int(slot) for slot in handed["handed"]}
         self._pid = int(handed["pid"])
@@ -524,20 +519,40 @@ class Worker(EventEmitter):
             os.set_inheritable(int(pipe), False)
             self._output.read(int(fd), int(pipe))
         descriptor = int(handed["channel"])
-        channel = MasterChannel(self)
-        channel.maxBox = boxLimit(self._maxMessage)
-        # Quiet until the new image says Resume: then the worker asks again.
-        channel.quiet = True
-        # The worker numbers the descriptors it is passed from its first.
-        continueDescriptorsFrom(channel, int(handed["descriptorsSent"]))
         try:
-            reactor.adoptStreamConnection(  # type: ignore[attr-defined]
-                descriptor, socket.AF_UNIX, ChannelFactory(channel)
+            channel = self._adoptChannel(
+                reactor,
+                descriptor,
+                # Quiet until the new image says Resume; the worker numbers
+                # the descriptors it is passed from its first.
+                quiet=True,
+                descriptorsSent=int(handed["descriptorsSent"]),
             )
         finally:
             os.close(descriptor)
         self._channel = channel
         self.process = InheritedProcess(self._pid, protocol)
+
+    def _adoptChannel(
+        self,
+        reactor: IReactorProcess,
+        descriptor: int,
+        quiet: bool = False,
+        descriptorsSent: int = 0,
+    ) -> MasterChannel:
+        """
+        The master's end of this worker's channel, on C{descriptor} (which
+        the caller closes: the reactor has its own copy).
+        """
+        channel = MasterChannel(self)
+        channel.maxBox = boxLimit(self._maxMessage)
+        channel.quiet = quiet
+        if descriptorsSent:
+            continueDescriptorsFrom(channel, descriptorsSent)
+        reactor.adoptStreamConnection(  # type: ignore[attr-defined]
+            descriptor, socket.AF_UNIX, ChannelFactory(channel)
+        )
+        return channel
 
     def watchInherited(self) -> None:
         """

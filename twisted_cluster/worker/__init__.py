@@ -88,10 +88,7 @@ def _activated(given: str) -> list[Any]:
 
     try:
         listed = json.loads(given) if given else []
-        activated = [
-            None if r is None else ListenRequest.fromBytes(json.dumps(r).encode())
-            for r in listed
-        ]
+        activated = [None if r is None else ListenRequest.fromJSON(r) for r in listed]
     except (ValueError, TypeError):
         return []
     if activated:
